@@ -1,0 +1,1 @@
+"""The command-line surface: the only package that imports typer or rich."""

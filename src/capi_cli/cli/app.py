@@ -1,0 +1,143 @@
+"""The root `capi` command: global options, command registration, and the error boundary."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from capi_cli import __version__
+from capi_cli.cli.common import AppState
+from capi_cli.errors import EXIT_CODE_MEANINGS, CapiError, ExitCode
+
+# Options that belong to the root command but are accepted after the subcommand too
+# (`capi send --profile shop ...`); value-taking ones map to True.
+_GLOBAL_OPTIONS = {"--profile": True, "--config": True, "-q": False, "--quiet": False, "-v": False, "--verbose": False}
+
+
+class CapiGroup(TyperGroup):
+    """Moves global options given after the subcommand to the front, and reads `--json` as `--format json`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            args = _hoist_global_options(args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:
+        # The one place where a user error becomes one line on stderr and its exit code,
+        # so `capi` and Typer's CliRunner behave the same.
+        try:
+            return super().invoke(ctx)
+        except CapiError as exc:
+            report_error(exc)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            print("capi: interrupted", file=sys.stderr)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def _hoist_global_options(args: list[str]) -> list[str]:
+    front: list[str] = []
+    rest: list[str] = []
+    seen_command = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name, eq, _ = arg.partition("=")
+        if arg == "--json":
+            rest.extend(["--format", "json"])
+        elif seen_command and name in _GLOBAL_OPTIONS:
+            takes_value = _GLOBAL_OPTIONS[name]
+            if takes_value and not eq and i + 1 < len(args):
+                front.extend(args[i : i + 2])
+                i += 1
+            else:
+                front.append(arg)
+        else:
+            if not arg.startswith("-"):
+                seen_command = True
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+# "\b" keeps the help formatter from re-wrapping the table.
+_EXIT_HELP = "\b\n" + "\n".join(f"{int(code):>3}  {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items())
+
+app = typer.Typer(
+    name="capi",
+    cls=CapiGroup,
+    no_args_is_help=True,
+    add_completion=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help=(
+        "Send chat conversions from click-to-WhatsApp, Messenger and Instagram ads to Meta's "
+        "Conversions API, exactly once.\n\n"
+        "Typical flow: capi extract-referral webhooks/ ; capi validate orders.csv ; "
+        "capi send --file orders.csv\n\n"
+        f"Exit codes:\n\n{_EXIT_HELP}"
+    ),
+    epilog="Run 'capi COMMAND --help' for a command's options and an example.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"capi {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    profile: str = typer.Option(None, "--profile", help="Profile of the config file to use (env CAPI_PROFILE)."),
+    config: str = typer.Option(None, "--config", help="Config file (env CAPI_CONFIG)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only results and errors."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug lines on stderr (secrets masked)."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    ctx.obj = AppState(profile=profile, config_file=config, quiet=quiet, verbose=verbose)
+
+
+# Each module exposes register(app); command modules import the core lazily so that
+# `capi --version` stays fast.
+_COMMAND_MODULES = [
+    "extract",
+    "validate",
+    "send",
+    "hash_cmd",
+    "ledger_cmd",
+    "referrals",
+    "config_cmd",
+    "doctor",
+]
+
+for _name in _COMMAND_MODULES:
+    try:
+        importlib.import_module(f"capi_cli.cli.{_name}").register(app)
+    except ModuleNotFoundError as exc:  # pragma: no cover - only while a module is being written
+        if exc.name != f"capi_cli.cli.{_name}":
+            raise
+
+
+def main() -> None:
+    app()
+
+
+def report_error(exc: CapiError) -> None:
+    if os.environ.get("CAPI_TRACEBACK") == "1":
+        import traceback
+
+        traceback.print_exception(exc)
+    print(f"capi: error: {exc.message}", file=sys.stderr)

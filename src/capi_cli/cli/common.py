@@ -1,0 +1,184 @@
+"""What every command shares: global state, settings loading, and rendering of results.
+
+stdout carries only results; everything else goes to stderr (SPEC §1).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from capi_cli.config import Settings
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    ndjson = "ndjson"
+    csv = "csv"
+
+
+class TableJson(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@dataclass
+class AppState:
+    profile: str | None = None
+    config_file: str | None = None
+    quiet: bool = False
+    verbose: bool = False
+    _settings: dict[tuple[Any, ...], "Settings"] = field(default_factory=dict)
+
+
+def state(ctx: typer.Context) -> AppState:
+    root = ctx.find_root()
+    if not isinstance(root.obj, AppState):
+        root.obj = AppState()
+    return root.obj
+
+
+def settings(ctx: typer.Context, **overrides: Any) -> "Settings":
+    """Settings with command-line overrides (None means 'not given on the command line')."""
+    from capi_cli.config import load_settings
+
+    st = state(ctx)
+    return load_settings(
+        profile=st.profile,
+        config_file=st.config_file,
+        overrides={k: v for k, v in overrides.items() if v is not None},
+    )
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def stderr_is_tty() -> bool:
+    return _is_tty(sys.stderr)
+
+
+def use_color() -> bool:
+    return "NO_COLOR" not in os.environ and stderr_is_tty()
+
+
+_err_console: "Console | None" = None
+
+
+def err_console() -> "Console":
+    """Rich console on stderr: colour only on a terminal and without NO_COLOR."""
+    global _err_console
+    from rich.console import Console
+
+    if _err_console is None or _err_console.file is not sys.stderr:
+        _err_console = Console(
+            file=sys.stderr,
+            no_color=not use_color(),
+            force_terminal=False if not stderr_is_tty() else None,
+            highlight=False,
+            soft_wrap=True,
+        )
+    return _err_console
+
+
+def info(ctx: typer.Context | None, message: str) -> None:
+    """A summary or progress line on stderr (silenced by -q)."""
+    if ctx is not None and state(ctx).quiet:
+        return
+    print(message, file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def debug(ctx: typer.Context | None, message: str) -> None:
+    if ctx is not None and state(ctx).verbose:
+        print(f"debug: {message}", file=sys.stderr)
+
+
+def write_json(document: Any, stream: Any = None) -> None:
+    stream = stream or sys.stdout
+    json.dump(document, stream, ensure_ascii=False, indent=2, default=str)
+    stream.write("\n")
+
+
+def write_ndjson(records: Iterable[Mapping[str, Any]], stream: Any = None) -> None:
+    stream = stream or sys.stdout
+    for record in records:
+        stream.write(json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str))
+        stream.write("\n")
+
+
+def write_csv(records: Iterable[Mapping[str, Any]], columns: Sequence[str], stream: Any = None) -> None:
+    stream = stream or sys.stdout
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(columns)
+    for record in records:
+        writer.writerow(["" if record.get(c) is None else record.get(c) for c in columns])
+
+
+def write_table(
+    records: Iterable[Mapping[str, Any]],
+    columns: Sequence[str],
+    title: str | None = None,
+    stream: Any = None,
+) -> None:
+    """A rich table on stdout; plain (no colour, no wrapping surprises) when not a terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    stream = stream or sys.stdout
+    table = Table(title=title, show_lines=False, header_style="bold" if _is_tty(stream) else None)
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for record in records:
+        table.add_row(*["" if record.get(c) is None else str(record.get(c)) for c in columns])
+    width = None if _is_tty(stream) else int(os.environ.get("COLUMNS", "200"))
+    Console(file=stream, no_color=not (_is_tty(stream) and "NO_COLOR" not in os.environ), width=width).print(table)
+
+
+def render(
+    records: Sequence[Mapping[str, Any]],
+    fmt: Format | TableJson | str,
+    columns: Sequence[str],
+    table_columns: Sequence[str] | None = None,
+    stream: Any = None,
+) -> None:
+    """Render a list of records in the chosen format; `columns` are the stable JSON/CSV keys."""
+    fmt = getattr(fmt, "value", fmt)
+    if fmt == "json":
+        write_json([{c: r.get(c) for c in columns} for r in records], stream)
+    elif fmt == "ndjson":
+        write_ndjson(({c: r.get(c) for c in columns} for r in records), stream)
+    elif fmt == "csv":
+        write_csv(records, columns, stream)
+    else:
+        write_table(records, table_columns or columns, stream=stream)
+
+
+def open_output(path: str | None) -> Any:
+    """Open -o FILE for writing (stdout when None or '-'); created 0600 since it may hold ids."""
+    if path is None or path == "-":
+        return sys.stdout
+    from capi_cli.errors import UsageError
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write output: {exc.strerror}") from None
+    return os.fdopen(fd, "w", encoding="utf-8", newline="")

@@ -1,0 +1,659 @@
+"""The local SQLite ledger: what was sent to which dataset, and the ad referrals of conversations.
+
+Meta does not deduplicate business-messaging events, so this file is what makes delivery
+exactly-once. Crash safety rests on one ordering: a batch is committed `in_flight` before its
+request leaves and settled in a second transaction after the answer; `in_flight` rows found by a
+later run (under the send lock) belong to a dead process and become `uncertain`.
+
+Only messaging identifiers are stored: never emails, phones in clear beside names, or names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from capi_cli.errors import LedgerLocked, SetupError
+
+
+class LedgerState(StrEnum):
+    IN_FLIGHT = "in_flight"
+    SENT = "sent"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    UNCERTAIN = "uncertain"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    event_name: str
+    event_id: str
+    event_time: int
+    source: str | None = None
+    line: int | None = None
+    payload_hash: str | None = None
+
+
+EventKey = tuple[str, str]
+
+# Ordered migrations; index + 1 is the schema version stored in PRAGMA user_version.
+# Append only: a shipped migration is never edited.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE events (
+        dataset_id    TEXT NOT NULL,
+        event_name    TEXT NOT NULL,
+        event_id      TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        event_time    INTEGER,
+        batch_id      TEXT,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        fbtrace_id    TEXT,
+        error_code    INTEGER,
+        error_subcode INTEGER,
+        error_message TEXT,
+        source        TEXT,
+        line          INTEGER,
+        payload_hash  TEXT,
+        created_at    REAL NOT NULL,
+        updated_at    REAL NOT NULL,
+        PRIMARY KEY (dataset_id, event_name, event_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_state ON events (state, dataset_id);
+    CREATE INDEX events_batch ON events (batch_id);
+    CREATE TABLE referrals (
+        channel         TEXT NOT NULL,
+        user_key        TEXT NOT NULL,
+        message_key     TEXT NOT NULL,
+        ctwa_clid       TEXT,
+        ad_id           TEXT,
+        source_type     TEXT,
+        source_url      TEXT,
+        ref             TEXT,
+        user_id         TEXT,
+        wa_id           TEXT,
+        bsuid           TEXT,
+        business_id     TEXT,
+        phone_number_id TEXT,
+        message_id      TEXT,
+        ts              INTEGER,
+        kind            TEXT,
+        origin          TEXT,
+        stored_at       REAL NOT NULL,
+        PRIMARY KEY (channel, message_key)
+    );
+    CREATE INDEX referrals_user ON referrals (user_key, ts);
+    CREATE INDEX referrals_wa ON referrals (wa_id, ts);
+    CREATE INDEX referrals_bsuid ON referrals (bsuid, ts);
+    """,
+]
+
+REFERRAL_COLUMNS = (
+    "channel",
+    "ctwa_clid",
+    "ad_id",
+    "source_type",
+    "source_url",
+    "ref",
+    "user_id",
+    "wa_id",
+    "bsuid",
+    "business_id",
+    "phone_number_id",
+    "message_id",
+    "timestamp",
+    "kind",
+    "origin",
+)
+
+EVENT_COLUMNS = (
+    "dataset_id",
+    "event_name",
+    "event_id",
+    "state",
+    "event_time",
+    "attempts",
+    "error_code",
+    "error_subcode",
+    "error_message",
+    "source",
+    "updated_at",
+)
+
+_CHUNK = 500  # SQLite host-parameter budget per IN (...) query
+
+
+def phone_digits(value: str) -> str | None:
+    """Digits of a phone however it was written (`+90 532 123 45 67`, `0090...`); None if not a phone."""
+    text = value.strip()
+    if not text or not re.fullmatch(r"[+\d\s().\-/]+", text):
+        return None
+    digits = re.sub(r"\D", "", text)
+    if text.startswith("00") or (not text.startswith("+") and digits.startswith("00")):
+        digits = digits[2:]
+    return digits or None
+
+
+def iso_z(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso_z(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    try:
+        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp())
+
+
+def _create_private(path: Path) -> None:
+    """Create the file 0600 whatever the umask, before SQLite opens it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+class Ledger:
+    """One SQLite database per home. Thread-safe: writes are serialized by one lock."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = threading.RLock()
+        self._lock_fd: int | None = None
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Ledger:
+        text = os.fspath(path)
+        if text.startswith(("postgresql://", "postgres://")):
+            raise SetupError(
+                "ledger: PostgreSQL ledgers are not supported by this version; "
+                "set CAPI_LEDGER to a file path"
+            )
+        p = Path(text).expanduser()
+        if p.is_dir():
+            raise SetupError(f"ledger: {p} is a directory; CAPI_LEDGER must name a file")
+        try:
+            if not p.exists():
+                _create_private(p)
+            conn = sqlite3.connect(p, timeout=30, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            ledger = cls(conn, p)
+            ledger._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise SetupError(f"ledger: {p} is not a usable capi ledger ({exc}); move it aside") from None
+        except OSError as exc:
+            raise SetupError(f"ledger: cannot open {p}: {exc.strerror}") from None
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{p}{suffix}")
+            if side.exists():
+                try:
+                    os.chmod(side, 0o600)
+                except OSError:
+                    pass
+        return ledger
+
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise SetupError(
+                    f"ledger: {self.path} was written by a newer capi (schema {version}); upgrade capi"
+                )
+            for number in range(version, len(MIGRATIONS)):
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _split_sql(MIGRATIONS[number]):
+                        self._conn.execute(statement)
+                    self._conn.execute(f"PRAGMA user_version = {number + 1}")
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+
+    def close(self) -> None:
+        self.release_send_lock()
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+
+    # -- the send lock ---------------------------------------------------------------------------
+
+    @contextmanager
+    def send_lock(self) -> Iterator[None]:
+        """One `capi send` per ledger. An flock dies with its process, so a kill leaves nothing stuck."""
+        self.acquire_send_lock()
+        try:
+            yield
+        finally:
+            self.release_send_lock()
+
+    def acquire_send_lock(self) -> None:
+        import fcntl
+
+        if self._lock_fd is not None:
+            return
+        lock_path = Path(f"{self.path}.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LedgerLocked(
+                f"another capi send is using the ledger {self.path}; wait for it to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def release_send_lock(self) -> None:
+        import fcntl
+
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def recover_in_flight(self) -> int:
+        """`in_flight` rows can only be left by a dead run: their batch may have been counted."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE events SET state = ?, error_message = ?, updated_at = ? WHERE state = ?",
+                (
+                    LedgerState.UNCERTAIN,
+                    "the run that sent this batch ended before Meta's answer was recorded",
+                    time.time(),
+                    LedgerState.IN_FLIGHT,
+                ),
+            )
+            return cur.rowcount
+
+    def state_of(self, dataset_id: str, event_name: str, event_id: str) -> LedgerState | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT state FROM events WHERE dataset_id = ? AND event_name = ? AND event_id = ?",
+                (dataset_id, event_name, event_id),
+            ).fetchone()
+        return LedgerState(row[0]) if row else None
+
+    def states(self, dataset_id: str, keys: Sequence[EventKey]) -> dict[EventKey, LedgerState]:
+        return {key: LedgerState(state) for key, (state, _) in self.entries(dataset_id, keys).items()}
+
+    def entries(self, dataset_id: str, keys: Sequence[EventKey]) -> dict[EventKey, tuple[str, str | None]]:
+        """(state, payload_hash) of each known key, in as few queries as the parameter limit allows."""
+        found: dict[EventKey, tuple[str, str | None]] = {}
+        ids_by_name: dict[str, list[str]] = {}
+        for name, event_id in keys:
+            ids_by_name.setdefault(name, []).append(event_id)
+        with self._lock:
+            for name, ids in ids_by_name.items():
+                for start in range(0, len(ids), _CHUNK):
+                    chunk = ids[start : start + _CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    rows = self._conn.execute(
+                        "SELECT event_id, state, payload_hash FROM events "
+                        f"WHERE dataset_id = ? AND event_name = ? AND event_id IN ({marks})",
+                        (dataset_id, name, *chunk),
+                    )
+                    for event_id, state, payload_hash in rows:
+                        found[(name, event_id)] = (state, payload_hash)
+        return found
+
+    def begin_batch(self, dataset_id: str, batch_id: str, events: Sequence[PendingEvent]) -> None:
+        now = time.time()
+        with self._tx() as conn:
+            conn.executemany(
+                """
+                INSERT INTO events (dataset_id, event_name, event_id, state, event_time, batch_id,
+                                    attempts, source, line, payload_hash, created_at, updated_at)
+                VALUES (?, ?, ?, 'in_flight', ?, ?, 1, ?, ?, ?, ?, ?)
+                ON CONFLICT (dataset_id, event_name, event_id) DO UPDATE SET
+                    state = 'in_flight', event_time = excluded.event_time, batch_id = excluded.batch_id,
+                    attempts = events.attempts + 1, source = excluded.source, line = excluded.line,
+                    payload_hash = excluded.payload_hash, updated_at = excluded.updated_at,
+                    error_code = NULL, error_subcode = NULL, error_message = NULL
+                """,
+                [
+                    (
+                        dataset_id,
+                        e.event_name,
+                        e.event_id,
+                        e.event_time,
+                        batch_id,
+                        e.source,
+                        e.line,
+                        e.payload_hash,
+                        now,
+                        now,
+                    )
+                    for e in events
+                ],
+            )
+
+    def settle(
+        self,
+        dataset_id: str,
+        batch_id: str,
+        keys: Iterable[EventKey],
+        state: LedgerState | str,
+        *,
+        error_code: int | None = None,
+        error_subcode: int | None = None,
+        error_message: str | None = None,
+        fbtrace_id: str | None = None,
+    ) -> None:
+        now = time.time()
+        state = LedgerState(state)
+        with self._tx() as conn:
+            conn.executemany(
+                """
+                UPDATE events SET state = ?, batch_id = ?, error_code = ?, error_subcode = ?,
+                                  error_message = ?, fbtrace_id = ?, updated_at = ?
+                WHERE dataset_id = ? AND event_name = ? AND event_id = ?
+                """,
+                [
+                    (
+                        state,
+                        batch_id,
+                        error_code,
+                        error_subcode,
+                        error_message,
+                        fbtrace_id,
+                        now,
+                        dataset_id,
+                        name,
+                        event_id,
+                    )
+                    for name, event_id in keys
+                ],
+            )
+
+    def stats(self) -> dict[str, Any]:
+        total: dict[str, int] = {}
+        by_dataset: dict[str, dict[str, int]] = {}
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT dataset_id, state, COUNT(*) FROM events GROUP BY dataset_id, state ORDER BY 1, 2"
+            ).fetchall()
+        for dataset_id, state, count in rows:
+            total[state] = total.get(state, 0) + count
+            by_dataset.setdefault(dataset_id, {})[state] = count
+        return {"total": total, "by_dataset": by_dataset}
+
+    def _where(
+        self,
+        state: str | None,
+        event_name: str | None,
+        dataset_id: str | None,
+        since: float | None,
+        until: float | None,
+        event_id: str | None = None,
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("state", state),
+            ("event_name", event_name),
+            ("dataset_id", dataset_id),
+            ("event_id", event_id),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(str(value))
+        if since is not None:
+            clauses.append("event_time >= ?")
+            params.append(int(since))
+        if until is not None:
+            clauses.append("event_time <= ?")
+            params.append(int(until))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def list_events(
+        self,
+        state: str | None = None,
+        event_name: str | None = None,
+        dataset_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        where, params = self._where(state, event_name, dataset_id, since, until)
+        sql = (
+            "SELECT dataset_id, event_name, event_id, state, event_time, attempts, error_code, "
+            f"error_subcode, error_message, source, line, updated_at FROM events{where} "
+            "ORDER BY updated_at, dataset_id, event_name, event_id"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        for row in rows:
+            record = dict(
+                zip(
+                    (
+                        "dataset_id",
+                        "event_name",
+                        "event_id",
+                        "state",
+                        "event_time",
+                        "attempts",
+                        "error_code",
+                        "error_subcode",
+                        "error_message",
+                        "source",
+                        "line",
+                        "updated_at",
+                    ),
+                    row,
+                    strict=True,
+                )
+            )
+            line = record.pop("line")
+            if record["source"] is not None and line is not None:
+                record["source"] = f"{record['source']}:{line}"
+            record["updated_at"] = iso_z(record["updated_at"])
+            yield record
+
+    def forget(
+        self,
+        state: str | None = None,
+        event_name: str | None = None,
+        dataset_id: str | None = None,
+        event_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        where, params = self._where(state, event_name, dataset_id, since, until, event_id)
+        with self._tx() as conn:
+            return conn.execute(f"DELETE FROM events{where}", params).rowcount
+
+    def prune(self, older_than_seconds: float, state: str | None = None) -> int:
+        cutoff = time.time() - older_than_seconds
+        where, params = self._where(state, None, None, None, None)
+        clause = f"{where} AND updated_at < ?" if where else " WHERE updated_at < ?"
+        with self._tx() as conn:
+            events = conn.execute(
+                f"DELETE FROM events{clause} AND state != 'in_flight'", [*params, cutoff]
+            ).rowcount
+            if state is None:
+                conn.execute("DELETE FROM referrals WHERE stored_at < ?", (cutoff,))
+            return events
+
+    # -- referrals -------------------------------------------------------------------------------
+
+    def store_referrals(self, records: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+        new = already = 0
+        now = time.time()
+        with self._tx() as conn:
+            for record in records:
+                row = _referral_row(record)
+                cur = conn.execute(
+                    """
+                    INSERT OR IGNORE INTO referrals (channel, user_key, message_key, ctwa_clid, ad_id,
+                        source_type, source_url, ref, user_id, wa_id, bsuid, business_id,
+                        phone_number_id, message_id, ts, kind, origin, stored_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                    (*row, now),
+                )
+                if cur.rowcount:
+                    new += 1
+                else:
+                    already += 1
+        return new, already
+
+    _SELECT_REFERRALS = (
+        "SELECT channel, ctwa_clid, ad_id, source_type, source_url, ref, user_id, wa_id, bsuid, "
+        "business_id, phone_number_id, message_id, ts, kind, origin FROM referrals"
+    )
+
+    def _referrals(self, where: str, params: Sequence[Any], limit: int | None = None) -> list[dict[str, Any]]:
+        sql = f"{self._SELECT_REFERRALS}{where} ORDER BY ts DESC, message_key"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            rows = self._conn.execute(sql, list(params)).fetchall()
+        out = []
+        for row in rows:
+            record = dict(zip(REFERRAL_COLUMNS, row, strict=True))
+            record["timestamp"] = iso_z(record["timestamp"])
+            out.append(record)
+        return out
+
+    def list_referrals(
+        self,
+        channel: str | None = None,
+        since: float | None = None,
+        user: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if channel:
+            clauses.append("channel = ?")
+            params.append(channel)
+        if since is not None:
+            clauses.append("ts >= ?")
+            params.append(int(since))
+        if user:
+            user_clause, user_params = _user_clause(user)
+            clauses.append(user_clause)
+            params.extend(user_params)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        return self._referrals(where, params, limit)
+
+    def lookup_referrals(self, user_id: str) -> list[dict[str, Any]]:
+        clause, params = _user_clause(user_id)
+        return self._referrals(f" WHERE {clause}", params)
+
+    def latest_whatsapp_referral(self, user: str, at: int, window_seconds: int) -> dict[str, Any] | None:
+        clause, params = _user_clause(user)
+        found = self._referrals(
+            f" WHERE channel = 'whatsapp' AND ctwa_clid IS NOT NULL AND ts BETWEEN ? AND ? AND {clause}",
+            [at - window_seconds, at, *params],
+            limit=1,
+        )
+        return found[0] if found else None
+
+    def account_for_user(self, channel: str, user_id: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT business_id FROM referrals WHERE channel = ? AND user_id = ? "
+                "AND business_id IS NOT NULL ORDER BY ts DESC LIMIT 1",
+                (channel, user_id.strip()),
+            ).fetchone()
+        return row[0] if row else None
+
+
+def _user_clause(user: str) -> tuple[str, list[Any]]:
+    """Match a user however it was written: phone digits, BSUID, PSID or IGSID."""
+    text = user.strip()
+    keys = {text}
+    digits = phone_digits(text)
+    if digits:
+        keys.add(digits)
+    marks = ",".join("?" * len(keys))
+    return (
+        f"(user_key IN ({marks}) OR wa_id IN ({marks}) OR bsuid IN ({marks}))",
+        [*keys, *keys, *keys],
+    )
+
+
+def _referral_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    channel = str(record.get("channel") or "")
+    wa_id = record.get("wa_id")
+    if channel == "whatsapp" and wa_id:
+        wa_id = phone_digits(str(wa_id)) or str(wa_id)
+    user_id = record.get("user_id")
+    user_key = str(wa_id or user_id or record.get("bsuid") or "")
+    ts = parse_iso_z(record.get("timestamp"))
+    message_id = record.get("message_id")
+    # Same conversation event stored twice must change nothing: key by message id, else by content.
+    message_key = str(message_id) if message_id else "|".join(
+        str(record.get(k) or "") for k in ("user_id", "ctwa_clid", "ad_id", "ref", "timestamp", "kind")
+    )
+    return (
+        channel,
+        user_key,
+        message_key,
+        record.get("ctwa_clid") or None,
+        record.get("ad_id"),
+        record.get("source_type"),
+        record.get("source_url"),
+        record.get("ref"),
+        user_id,
+        wa_id,
+        record.get("bsuid"),
+        record.get("business_id"),
+        record.get("phone_number_id"),
+        message_id,
+        ts,
+        record.get("kind"),
+        record.get("origin"),
+    )
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
