@@ -21,7 +21,13 @@ TOKEN = "EAAtesttokenSECRET123456789"
 # setting -> (env var, profile value, env value, option value, default)
 CASES = {
     "dataset_id": ("CAPI_DATASET_ID", "111", "222", "333", None),
-    "graph_url": ("CAPI_GRAPH_URL", "http://profile.test", "http://env.test", "http://option.test", "https://graph.facebook.com"),
+    "graph_url": (
+        "CAPI_GRAPH_URL",
+        "http://profile.test",
+        "http://env.test",
+        "http://option.test",
+        "https://graph.facebook.com",
+    ),
     "api_version": ("CAPI_API_VERSION", "v24.0", "v26.0", "v27.0", "v25.0"),
     "whatsapp_business_account_id": ("CAPI_WHATSAPP_BUSINESS_ACCOUNT_ID", "1", "2", "3", None),
     "page_id": ("CAPI_PAGE_ID", "10", "20", "30", None),
@@ -57,7 +63,12 @@ def test_precedence_option_env_profile_default(key: str, capi_home: Path) -> Non
 
 @pytest.mark.parametrize(
     ("key", "in_profile", "in_option", "default"),
-    [("batch_size", 500, 250, 1000), ("concurrency", 2, 8, 4), ("timeout", 5.0, 2.5, 20.0), ("max_retries", 1, 0, 5)],
+    [
+        ("batch_size", 500, 250, 1000),
+        ("concurrency", 2, 8, 4),
+        ("timeout", 5.0, 2.5, 20.0),
+        ("max_retries", 1, 0, 5),
+    ],
 )
 def test_precedence_numeric_settings(key, in_profile, in_option, default, capi_home: Path) -> None:
     env = {"CAPI_HOME": str(capi_home)}
@@ -100,7 +111,10 @@ def test_token_in_config_file_is_refused(capi_home: Path) -> None:
 def test_profile_selection(capi_home: Path) -> None:
     write_config(
         capi_home,
-        {"default_profile": "b", "profiles": {"a": {"dataset_id": "1"}, "b": {"dataset_id": "2"}, "c": {"dataset_id": "3"}}},
+        {
+            "default_profile": "b",
+            "profiles": {"a": {"dataset_id": "1"}, "b": {"dataset_id": "2"}, "c": {"dataset_id": "3"}},
+        },
     )
     env = {"CAPI_HOME": str(capi_home)}
     assert load_settings(env=env).dataset_id == "2"
@@ -130,7 +144,10 @@ def test_bad_env_value_names_the_variable(capi_home: Path) -> None:
         ("profiles: [\n", "invalid YAML"),
         ("colour: blue\n", "unknown key `colour`"),
         ("- a\n- b\n", "expected a mapping"),
-        ("profiles:\n  default:\n    timezone: Nowhere/Land\n", "profiles.default.timezone: unknown timezone"),
+        (
+            "profiles:\n  default:\n    timezone: Nowhere/Land\n",
+            "profiles.default.timezone: unknown timezone",
+        ),
     ],
 )
 def test_invalid_config_file_is_one_line_exit_3(content: str, expected: str, capi_home: Path, runner) -> None:
@@ -169,8 +186,14 @@ def test_config_show_json_shape_and_token_masked(capi_home: Path, runner, monkey
     assert set(doc) == {"profile", "config_file", "home", "settings", "sources"}
     assert doc["settings"]["access_token"] == "********"
     assert doc["sources"]["access_token"] == "env:CAPI_ACCESS_TOKEN"
-    for args in (["config", "show"], ["config", "show", "--json"], ["-v", "config", "show"], ["doctor", "--offline"],
-                 ["doctor", "--offline", "--json"], ["config", "path"]):
+    for args in (
+        ["config", "show"],
+        ["config", "show", "--json"],
+        ["-v", "config", "show"],
+        ["doctor", "--offline"],
+        ["doctor", "--offline", "--json"],
+        ["config", "path"],
+    ):
         out = runner.invoke(app, args)
         assert TOKEN not in out.output and "appsecretSECRET987" not in out.output, args
 
@@ -180,8 +203,18 @@ def test_init_non_interactive_stores_token_in_0600_file(capi_home: Path, runner,
     try:
         result = runner.invoke(
             app,
-            ["--profile", "shop", "config", "init", "--dataset-id", "1234", "--default-country", "in",
-             "--token-stdin", "--yes"],
+            [
+                "--profile",
+                "shop",
+                "config",
+                "init",
+                "--dataset-id",
+                "1234",
+                "--default-country",
+                "in",
+                "--token-stdin",
+                "--yes",
+            ],
             input=TOKEN + "\n",
         )
     finally:
@@ -193,7 +226,11 @@ def test_init_non_interactive_stores_token_in_0600_file(capi_home: Path, runner,
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert TOKEN not in config.read_text() and TOKEN not in result.output
     data = yaml.safe_load(config.read_text())
-    assert data["profiles"]["shop"] == {"dataset_id": "1234", "default_country": "IN", "access_token_file": "tokens/shop.token"}
+    assert data["profiles"]["shop"] == {
+        "dataset_id": "1234",
+        "default_country": "IN",
+        "access_token_file": "tokens/shop.token",
+    }
     assert load_settings(profile="shop", env={"CAPI_HOME": str(capi_home)}).access_token == TOKEN
 
 
@@ -243,7 +280,9 @@ def test_usage_error_exit_2(runner) -> None:
 
 
 def test_python_dash_m_help() -> None:
-    out = subprocess.run([sys.executable, "-m", "capi_cli", "--help"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "capi_cli", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0
     assert "Exit codes" in out.stdout and "Usage" in out.stdout
 

@@ -54,7 +54,7 @@ SECRET_SETTINGS = frozenset({"access_token", "app_secret"})
 MAX_BATCH_SIZE = 1000
 
 
-def _profile_model() -> type:
+def _profile_model() -> Any:
     from pydantic import BaseModel, ConfigDict, Field
 
     class Profile(BaseModel):
@@ -253,9 +253,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     unknown = set(data) - {"default_profile", "profiles"}
     if unknown:
         key = sorted(map(str, unknown))[0]
-        raise ConfigError(
-            f"{path}: unknown key `{key}` (the file holds `default_profile` and `profiles`)"
-        )
+        raise ConfigError(f"{path}: unknown key `{key}` (the file holds `default_profile` and `profiles`)")
     profiles = data.get("profiles") or {}
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path}: `profiles` must be a mapping of profile name to settings")
@@ -410,7 +408,9 @@ def _resolve(
     return DEFAULTS.get(key), "default"
 
 
-def _token_from_profile(profile: Mapping[str, Any], env: Mapping[str, str], config_file: Path, name: str) -> str | None:
+def _token_from_profile(
+    profile: Mapping[str, Any], env: Mapping[str, str], config_file: Path, name: str
+) -> str | None:
     if profile.get("access_token_env"):
         var = profile["access_token_env"]
         token = env.get(var)
@@ -483,7 +483,10 @@ def load_settings(
 
     # The token never comes from a plain option: env, then the profile's env var or file.
     if env.get("CAPI_ACCESS_TOKEN"):
-        values["access_token"], sources["access_token"] = env["CAPI_ACCESS_TOKEN"].strip(), "env:CAPI_ACCESS_TOKEN"
+        values["access_token"], sources["access_token"] = (
+            env["CAPI_ACCESS_TOKEN"].strip(),
+            "env:CAPI_ACCESS_TOKEN",
+        )
     else:
         values["access_token"] = _token_from_profile(body, env, path, name)
         sources["access_token"] = "profile" if values["access_token"] else "default"

@@ -33,14 +33,20 @@ def run_checks(profile: str | None, config_file: str | None, online: bool) -> li
     found = "found" if (explicit or path.exists()) else "not found; using environment and defaults"
     checks.append(Check("config", True, f"{path} ({found}), profile `{s.profile}`"))
     checks.append(
-        Check("dataset_id", bool(s.dataset_id), s.dataset_id or "not set: CAPI_DATASET_ID or `capi config set dataset_id`")
+        Check(
+            "dataset_id",
+            bool(s.dataset_id),
+            s.dataset_id or "not set: CAPI_DATASET_ID or `capi config set dataset_id`",
+        )
     )
     token_source = s.sources.get("access_token", "default")
     checks.append(
         Check(
             "access_token",
             bool(s.access_token),
-            f"present (from {token_source})" if s.access_token else "not set: CAPI_ACCESS_TOKEN or `capi config init`",
+            f"present (from {token_source})"
+            if s.access_token
+            else "not set: CAPI_ACCESS_TOKEN or `capi config init`",
         )
     )
     checks.append(_ledger_check(s.ledger))

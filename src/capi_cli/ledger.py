@@ -188,8 +188,7 @@ class Ledger:
         text = os.fspath(path)
         if text.startswith(("postgresql://", "postgres://")):
             raise SetupError(
-                "ledger: PostgreSQL ledgers are not supported by this version; "
-                "set CAPI_LEDGER to a file path"
+                "ledger: PostgreSQL ledgers are not supported by this version; set CAPI_LEDGER to a file path"
             )
         p = Path(text).expanduser()
         if p.is_dir():
@@ -631,8 +630,12 @@ def _referral_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
     ts = parse_iso_z(record.get("timestamp"))
     message_id = record.get("message_id")
     # Same conversation event stored twice must change nothing: key by message id, else by content.
-    message_key = str(message_id) if message_id else "|".join(
-        str(record.get(k) or "") for k in ("user_id", "ctwa_clid", "ad_id", "ref", "timestamp", "kind")
+    message_key = (
+        str(message_id)
+        if message_id
+        else "|".join(
+            str(record.get(k) or "") for k in ("user_id", "ctwa_clid", "ad_id", "ref", "timestamp", "kind")
+        )
     )
     return (
         channel,

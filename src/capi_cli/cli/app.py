@@ -16,7 +16,14 @@ from capi_cli.errors import EXIT_CODE_MEANINGS, CapiError, ExitCode
 
 # Options that belong to the root command but are accepted after the subcommand too
 # (`capi send --profile shop ...`); value-taking ones map to True.
-_GLOBAL_OPTIONS = {"--profile": True, "--config": True, "-q": False, "--quiet": False, "-v": False, "--verbose": False}
+_GLOBAL_OPTIONS = {
+    "--profile": True,
+    "--config": True,
+    "-q": False,
+    "--quiet": False,
+    "-v": False,
+    "--verbose": False,
+}
 
 
 class CapiGroup(TyperGroup):
@@ -99,7 +106,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    profile: str = typer.Option(None, "--profile", help="Profile of the config file to use (env CAPI_PROFILE)."),
+    profile: str = typer.Option(
+        None, "--profile", help="Profile of the config file to use (env CAPI_PROFILE)."
+    ),
     config: str = typer.Option(None, "--config", help="Config file (env CAPI_CONFIG)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only results and errors."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Debug lines on stderr (secrets masked)."),

@@ -9,9 +9,10 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -21,14 +22,14 @@ if TYPE_CHECKING:
     from capi_cli.config import Settings
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
     ndjson = "ndjson"
     csv = "csv"
 
 
-class TableJson(str, Enum):
+class TableJson(StrEnum):
     table = "table"
     json = "json"
 
@@ -39,7 +40,7 @@ class AppState:
     config_file: str | None = None
     quiet: bool = False
     verbose: bool = False
-    _settings: dict[tuple[Any, ...], "Settings"] = field(default_factory=dict)
+    _settings: dict[tuple[Any, ...], Settings] = field(default_factory=dict)
 
 
 def state(ctx: typer.Context) -> AppState:
@@ -49,7 +50,7 @@ def state(ctx: typer.Context) -> AppState:
     return root.obj
 
 
-def settings(ctx: typer.Context, **overrides: Any) -> "Settings":
+def settings(ctx: typer.Context, **overrides: Any) -> Settings:
     """Settings with command-line overrides (None means 'not given on the command line')."""
     from capi_cli.config import load_settings
 
@@ -76,10 +77,10 @@ def use_color() -> bool:
     return "NO_COLOR" not in os.environ and stderr_is_tty()
 
 
-_err_console: "Console | None" = None
+_err_console: Console | None = None
 
 
-def err_console() -> "Console":
+def err_console() -> Console:
     """Rich console on stderr: colour only on a terminal and without NO_COLOR."""
     global _err_console
     from rich.console import Console
@@ -149,7 +150,9 @@ def write_table(
     for record in records:
         table.add_row(*["" if record.get(c) is None else str(record.get(c)) for c in columns])
     width = None if _is_tty(stream) else int(os.environ.get("COLUMNS", "200"))
-    Console(file=stream, no_color=not (_is_tty(stream) and "NO_COLOR" not in os.environ), width=width).print(table)
+    Console(file=stream, no_color=not (_is_tty(stream) and "NO_COLOR" not in os.environ), width=width).print(
+        table
+    )
 
 
 def render(

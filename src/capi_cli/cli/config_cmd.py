@@ -50,9 +50,7 @@ def show(ctx: typer.Context, fmt: TableJson = typer.Option(TableJson.table, "--f
         )
         return
     rows = [
-        {"setting": k, "value": v, "source": s.sources.get(k, "")}
-        for k, v in shown.items()
-        if k != "profile"
+        {"setting": k, "value": v, "source": s.sources.get(k, "")} for k, v in shown.items() if k != "profile"
     ]
     print(f"profile {s.profile}  ({s.config_file})", file=sys.stderr)
     write_table(rows, ["setting", "value", "source"])
@@ -64,9 +62,9 @@ def profiles(ctx: typer.Context, fmt: TableJson = typer.Option(TableJson.table, 
 
     Example: capi config profiles
     """
-    from capi_cli.config import config_path, read_config_file
-
     import os
+
+    from capi_cli.config import config_path, read_config_file
 
     st = state(ctx)
     path, explicit = config_path(st.config_file, os.environ)
@@ -104,12 +102,18 @@ def init(
     waba_id: str = typer.Option(None, "--waba-id", help="WhatsApp Business Account id."),
     page_id: str = typer.Option(None, "--page-id", help="Facebook Page id (Messenger)."),
     ig_account_id: str = typer.Option(None, "--ig-account-id", help="Instagram account id."),
-    default_country: str = typer.Option(None, "--default-country", help="Country for phones without a code, e.g. IN."),
+    default_country: str = typer.Option(
+        None, "--default-country", help="Country for phones without a code, e.g. IN."
+    ),
     currency: str = typer.Option(None, "--currency", help="Default currency, e.g. INR."),
     timezone: str = typer.Option(None, "--timezone", help="Timezone of naive timestamps, e.g. Asia/Kolkata."),
     token_stdin: bool = typer.Option(False, "--token-stdin", help="Read the access token from stdin."),
-    token_env: str = typer.Option(None, "--token-env", help="Reference an env var holding the token instead."),
-    make_default: bool = typer.Option(False, "--default", help="Make this the default profile (the first one always is)."),
+    token_env: str = typer.Option(
+        None, "--token-env", help="Reference an env var holding the token instead."
+    ),
+    make_default: bool = typer.Option(
+        False, "--default", help="Make this the default profile (the first one always is)."
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not prompt; use the options given."),
 ) -> None:
     """Create or update a profile. Interactive on a terminal; the token is asked at a hidden prompt
@@ -137,8 +141,12 @@ def init(
                 answer = typer.prompt(key, default="", show_default=False)
                 values[key] = answer or None
         if token_env is None:
-            token = typer.prompt("access token (hidden, empty to skip)", default="", hide_input=True,
-                                 show_default=False) or None
+            token = (
+                typer.prompt(
+                    "access token (hidden, empty to skip)", default="", hide_input=True, show_default=False
+                )
+                or None
+            )
     elif token_stdin:
         token = sys.stdin.readline().strip() or None
     path, name, token_file = init_profile(
