@@ -1,0 +1,229 @@
+"""One `capi send` run: read → validate → build → deliver, under the ledger lock.
+
+The order matters for exactly-once: the lock is taken before anything is read from the ledger,
+`in_flight` rows of a dead run become `uncertain` before this run decides what to send, and an
+event already `sent` is skipped before its row is normalized or hashed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from capi_cli.config import Settings
+from capi_cli.delivery import DeliveryOptions, DeliveryProgress, DeliverySummary, deliver
+from capi_cli.errors import ExitCode, UsageError, worst
+from capi_cli.events.pipeline import BuildOptions, BuiltEvent, Problem, iter_events
+from capi_cli.ledger import Ledger, LedgerState
+
+
+@dataclass
+class SendRequest:
+    files: Sequence[str]
+    build: BuildOptions
+    dry_run: bool = False
+    output: IO[str] | None = None  # NDJSON of the events as they are (or would be) sent
+    test_event_code: str | None = None
+    strict: bool = False
+    resend: bool = False
+    resend_uncertain: bool = False
+
+
+@dataclass
+class SendReport:
+    summary: DeliverySummary
+    problems: list[Problem] = field(default_factory=list)  # the first ones, for the report
+    errors: int = 0  # invalid records (error problems may be several per record)
+    warnings: list[str] = field(default_factory=list)
+    pending_uncertain: int = 0  # uncertain events of this dataset in the ledger after the run
+    strict_blocked: bool = False
+
+    @property
+    def exit_code(self) -> ExitCode:
+        code = self.summary.exit_code
+        if code is ExitCode.INTERRUPTED:
+            return code
+        if self.pending_uncertain:
+            code = worst(code, ExitCode.INCOMPLETE)
+        if self.errors:
+            code = worst(code, ExitCode.DATA)
+        return code
+
+
+PROBLEMS_KEPT = 200
+
+
+class _Counter:
+    """Counts what the pipeline yields, and passes the events on."""
+
+    def __init__(self, items: Iterator[BuiltEvent | Problem], on_problem: Callable[[Problem], None]) -> None:
+        self.items = items
+        self.on_problem = on_problem
+        self.read = 0
+        self.invalid = 0
+        self.attributed = 0
+        self._last_invalid: tuple[str, int] | None = None
+
+    def __iter__(self) -> Iterator[BuiltEvent]:
+        for item in self.items:
+            if isinstance(item, Problem):
+                self.on_problem(item)
+                if item.severity == "error":
+                    key = (item.source, item.record)
+                    if key != self._last_invalid:
+                        self._last_invalid = key
+                        self.invalid += 1
+                        self.read += 1
+                continue
+            self.read += 1
+            if item.attributed:
+                self.attributed += 1
+            yield item
+
+
+def _write_ndjson(stream: IO[str]) -> Callable[[Sequence[Any]], None]:
+    import json
+
+    def sink(payloads: Sequence[Any]) -> None:
+        for payload in payloads:
+            stream.write(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+            stream.write("\n")
+
+    return sink
+
+
+def _open_ledger_for_reading(path: str) -> Ledger | None:
+    """A dry run changes nothing in the ledger: it reads it only if it already exists."""
+    if path.startswith(("postgres://", "postgresql://")) or Path(path).exists():
+        return Ledger.open(path)
+    return None
+
+
+def run_send(
+    settings: Settings,
+    request: SendRequest,
+    *,
+    on_problem: Callable[[Problem], None] | None = None,
+    progress: Callable[[DeliveryProgress], None] | None = None,
+    stop: threading.Event | None = None,
+) -> SendReport:
+    for name in request.files:
+        if name != "-" and not os.path.exists(name):
+            raise UsageError(f"--file {name}: no such file")
+        if name != "-" and os.path.isdir(name):
+            raise UsageError(f"--file {name}: is a directory, not an events file")
+    if not request.dry_run:
+        settings.require_send()
+    report_problems: list[Problem] = []
+    error_records: set[tuple[str, int]] = set()
+
+    def keep(problem: Problem) -> None:
+        if problem.severity == "error":
+            error_records.add((problem.source, problem.record))
+        if len(report_problems) < PROBLEMS_KEPT:
+            report_problems.append(problem)
+        if on_problem is not None:
+            on_problem(problem)
+
+    dataset_id = settings.dataset_id or "dry-run"
+    options = DeliveryOptions(
+        batch_size=settings.batch_size,
+        concurrency=settings.concurrency,
+        max_retries=settings.max_retries,
+        resend=request.resend,
+        resend_uncertain=request.resend_uncertain,
+        dry_run=request.dry_run,
+    )
+
+    if request.strict and _has_errors(settings, request):
+        # --strict: nothing is sent when any record is invalid; a second pass reports them all.
+        counter = _Counter(iter_events(request.files, settings, request.build), keep)
+        for _ in counter:
+            pass
+        summary = DeliverySummary(dry_run=request.dry_run)
+        summary.read, summary.invalid, summary.attributed = counter.read, counter.invalid, counter.attributed
+        return SendReport(summary, report_problems, errors=len(error_records), strict_blocked=True)
+
+    if request.dry_run:
+        ledger = _open_ledger_for_reading(settings.ledger) if settings.dataset_id else None
+        try:
+            return _run(settings, request, ledger, None, dataset_id, options, keep, error_records,
+                        report_problems, progress, stop)
+        finally:
+            if ledger is not None:
+                ledger.close()
+
+    from capi_cli.graph import GraphClient
+
+    with Ledger.open(settings.ledger) as ledger, ledger.send_lock():
+        recovered = ledger.recover_in_flight()
+        with GraphClient.from_settings(settings, test_event_code=request.test_event_code) as client:
+            report = _run(settings, request, ledger, client, dataset_id, options, keep, error_records,
+                          report_problems, progress, stop)
+        if recovered:
+            report.warnings.append(
+                f"{recovered} events left in flight by an interrupted run are now uncertain "
+                "(`capi ledger list --status uncertain`)"
+            )
+        report.pending_uncertain = ledger.stats()["by_dataset"].get(dataset_id, {}).get(LedgerState.UNCERTAIN, 0)
+        return report
+
+
+def _has_errors(settings: Settings, request: SendRequest) -> bool:
+    if any(name == "-" for name in request.files):
+        raise UsageError("--strict reads the input twice and cannot be used with stdin (-)")
+    for item in iter_events(request.files, settings, request.build):
+        if isinstance(item, Problem) and item.severity == "error":
+            return True
+    return False
+
+
+def _run(
+    settings: Settings,
+    request: SendRequest,
+    ledger: Ledger | None,
+    client: Any,
+    dataset_id: str,
+    options: DeliveryOptions,
+    keep: Callable[[Problem], None],
+    error_records: set[tuple[str, int]],
+    report_problems: list[Problem],
+    progress: Callable[[DeliveryProgress], None] | None,
+    stop: threading.Event | None,
+) -> SendReport:
+    skip = None
+    skipped_early = 0
+    if ledger is not None and not request.resend:
+
+        def skip(event_name: str, event_id: str) -> bool:
+            nonlocal skipped_early
+            if ledger.state_of(dataset_id, event_name, event_id) is LedgerState.SENT:
+                skipped_early += 1
+                return True
+            return False
+
+    events = iter_events(request.files, settings, request.build, referrals=ledger, skip=skip)
+    counter = _Counter(events, keep)
+    sink = _write_ndjson(request.output) if request.output is not None else None
+    summary = deliver(
+        counter,
+        ledger=ledger,
+        client=client,
+        dataset_id=dataset_id,
+        options=options,
+        progress=progress,
+        sink=sink,
+        stop=stop,
+    )
+    summary.read = counter.read + skipped_early
+    summary.invalid = counter.invalid
+    summary.attributed = counter.attributed
+    summary.skipped += skipped_early
+    report = SendReport(summary, report_problems, errors=len(error_records))
+    if request.resend and summary.resent:
+        report.warnings.append(f"--resend: {summary.resent} events the ledger records as sent were sent again")
+    return report
