@@ -5,11 +5,13 @@ exactly-once. Crash safety rests on one ordering: a batch is committed `in_fligh
 request leaves and settled in a second transaction after the answer; `in_flight` rows found by a
 later run (under the send lock) belong to a dead process and become `uncertain`.
 
-Only messaging identifiers are stored: never emails, phones in clear beside names, or names.
+Only messaging identifiers are stored, never emails, names or phone numbers in clear: a WhatsApp
+user known by phone is stored as the SHA-256 of the digits.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sqlite3
@@ -142,6 +144,12 @@ def phone_digits(value: str) -> str | None:
     if text.startswith("00") or (not text.startswith("+") and digits.startswith("00")):
         digits = digits[2:]
     return digits or None
+
+
+def phone_key(digits: str) -> str:
+    """How a WhatsApp phone is stored: its SHA-256 (the value Meta's `ph` match key takes),
+    so the ledger holds no phone number in clear yet a lookup by phone still finds it."""
+    return hashlib.sha256(digits.encode("ascii")).hexdigest()
 
 
 def iso_z(ts: float | None) -> str | None:
@@ -612,7 +620,7 @@ def _user_clause(user: str) -> tuple[str, list[Any]]:
     keys = {text}
     digits = phone_digits(text)
     if digits:
-        keys.add(digits)
+        keys.add(phone_key(digits))
     marks = ",".join("?" * len(keys))
     return (
         f"(user_key IN ({marks}) OR wa_id IN ({marks}) OR bsuid IN ({marks}))",
@@ -623,9 +631,14 @@ def _user_clause(user: str) -> tuple[str, list[Any]]:
 def _referral_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
     channel = str(record.get("channel") or "")
     wa_id = record.get("wa_id")
-    if channel == "whatsapp" and wa_id:
-        wa_id = phone_digits(str(wa_id)) or str(wa_id)
     user_id = record.get("user_id")
+    if channel == "whatsapp":
+        # Phones are stored hashed; business-scoped user ids (`US.123...`) are kept as they are.
+        if wa_id:
+            digits = phone_digits(str(wa_id))
+            wa_id = phone_key(digits) if digits else None
+        if user_id and phone_digits(str(user_id)) == str(user_id).strip():
+            user_id = phone_key(str(user_id).strip())
     user_key = str(wa_id or user_id or record.get("bsuid") or "")
     ts = parse_iso_z(record.get("timestamp"))
     message_id = record.get("message_id")

@@ -151,8 +151,19 @@ def run_send(
     if request.dry_run:
         ledger = _open_ledger_for_reading(settings.ledger) if settings.dataset_id else None
         try:
-            return _run(settings, request, ledger, None, dataset_id, options, keep, error_records,
-                        report_problems, progress, stop)
+            return _run(
+                settings,
+                request,
+                ledger,
+                None,
+                dataset_id,
+                options,
+                keep,
+                error_records,
+                report_problems,
+                progress,
+                stop,
+            )
         finally:
             if ledger is not None:
                 ledger.close()
@@ -162,14 +173,27 @@ def run_send(
     with Ledger.open(settings.ledger) as ledger, ledger.send_lock():
         recovered = ledger.recover_in_flight()
         with GraphClient.from_settings(settings, test_event_code=request.test_event_code) as client:
-            report = _run(settings, request, ledger, client, dataset_id, options, keep, error_records,
-                          report_problems, progress, stop)
+            report = _run(
+                settings,
+                request,
+                ledger,
+                client,
+                dataset_id,
+                options,
+                keep,
+                error_records,
+                report_problems,
+                progress,
+                stop,
+            )
         if recovered:
             report.warnings.append(
                 f"{recovered} events left in flight by an interrupted run are now uncertain "
                 "(`capi ledger list --status uncertain`)"
             )
-        report.pending_uncertain = ledger.stats()["by_dataset"].get(dataset_id, {}).get(LedgerState.UNCERTAIN, 0)
+        report.pending_uncertain = (
+            ledger.stats()["by_dataset"].get(dataset_id, {}).get(LedgerState.UNCERTAIN, 0)
+        )
         return report
 
 
@@ -225,5 +249,7 @@ def _run(
     summary.skipped += skipped_early
     report = SendReport(summary, report_problems, errors=len(error_records))
     if request.resend and summary.resent:
-        report.warnings.append(f"--resend: {summary.resent} events the ledger records as sent were sent again")
+        report.warnings.append(
+            f"--resend: {summary.resent} events the ledger records as sent were sent again"
+        )
     return report

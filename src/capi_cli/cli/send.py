@@ -20,19 +20,35 @@ PROBLEM_LINES = 20  # problems printed on stderr; `capi validate` gives the full
 
 def send(
     ctx: typer.Context,
-    files: list[str] = typer.Option(..., "--file", "-f", help="Events file (.csv .tsv .yaml .json .ndjson, or - for stdin); repeatable."),
+    files: list[str] = typer.Option(
+        ..., "--file", "-f", help="Events file (.csv .tsv .yaml .json .ndjson, or - for stdin); repeatable."
+    ),
     map_file: str = typer.Option(None, "--map", help="YAML mapping of your column names to capi's fields."),
     sets: list[str] = typer.Option([], "--set", help="KEY=VALUE set on every record; repeatable."),
-    input_format: str = typer.Option(None, "--input-format", help="csv|tsv|yaml|json|ndjson when the extension does not say."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Do everything but the POST; the ledger is not changed."),
-    output: str = typer.Option(None, "-o", "--output", help="Write the events as sent (or as they would be) to FILE as NDJSON."),
-    test_event_code: str = typer.Option(None, "--test-event-code", help="Send to Events Manager's Test Events tab."),
+    input_format: str = typer.Option(
+        None, "--input-format", help="csv|tsv|yaml|json|ndjson when the extension does not say."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Do everything but the POST; the ledger is not changed."
+    ),
+    output: str = typer.Option(
+        None, "-o", "--output", help="Write the events as sent (or as they would be) to FILE as NDJSON."
+    ),
+    test_event_code: str = typer.Option(
+        None, "--test-event-code", help="Send to Events Manager's Test Events tab."
+    ),
     batch_size: int = typer.Option(None, "--batch-size", help="Events per request (1-1000, default 1000)."),
     concurrency: int = typer.Option(None, "--concurrency", help="Requests in flight at once (default 4)."),
     strict: bool = typer.Option(False, "--strict", help="Send nothing if any record is invalid."),
-    resend: bool = typer.Option(False, "--resend", help="Also send events the ledger records as sent (double counts!)."),
-    resend_uncertain: bool = typer.Option(False, "--resend-uncertain", help="Send again the events whose earlier outcome is unknown."),
-    since: str = typer.Option(None, "--since", help="Only events at or after WHEN (2026-11-01, 2026-11-01T10:00, 2d, 12h)."),
+    resend: bool = typer.Option(
+        False, "--resend", help="Also send events the ledger records as sent (double counts!)."
+    ),
+    resend_uncertain: bool = typer.Option(
+        False, "--resend-uncertain", help="Send again the events whose earlier outcome is unknown."
+    ),
+    since: str = typer.Option(
+        None, "--since", help="Only events at or after WHEN (2026-11-01, 2026-11-01T10:00, 2d, 12h)."
+    ),
     until: str = typer.Option(None, "--until", help="Only events at or before WHEN."),
     limit: int = typer.Option(None, "--limit", min=1, help="Stop after N events."),
     fmt: TableJson = typer.Option(TableJson.table, "--format", help="json prints the summary on stdout."),
@@ -50,8 +66,9 @@ def send(
     stream = open_output(output) if output else None
     request = SendRequest(
         files=files,
-        build=BuildOptions(map_file=map_file, sets=sets, input_format=input_format, since=since, until=until,
-                           limit=limit),
+        build=BuildOptions(
+            map_file=map_file, sets=sets, input_format=input_format, since=since, until=until, limit=limit
+        ),
         dry_run=dry_run,
         output=stream,
         test_event_code=test_event_code,
@@ -92,21 +109,31 @@ def _render(ctx: typer.Context, report: SendReport, fmt: TableJson) -> None:
         warn(message)
     if report.strict_blocked:
         print(f"capi: --strict: {report.errors} invalid records, nothing was sent", file=sys.stderr)
-    for kind, events in (("rejected", summary.rejected_events), ("uncertain", summary.uncertain_events),
-                         ("failed", summary.failed_events)):
+    for kind, events in (
+        ("rejected", summary.rejected_events),
+        ("uncertain", summary.uncertain_events),
+        ("failed", summary.failed_events),
+    ):
         for event in events[:PROBLEM_LINES]:
             where = f"{event.source}:{event.line}: " if event.source and event.line else ""
             code = f" (code {event.code}/{event.subcode})" if event.code else ""
-            print(f"{where}{kind}: {event.event_name} {event.event_id}: {event.message}{code}", file=sys.stderr)
+            print(
+                f"{where}{kind}: {event.event_name} {event.event_id}: {event.message}{code}", file=sys.stderr
+            )
     if summary.uncertain_events:
-        print("uncertain events may have been counted by Meta; send them again only deliberately: "
-              "capi send ... --resend-uncertain", file=sys.stderr)
+        print(
+            "uncertain events may have been counted by Meta; send them again only deliberately: "
+            "capi send ... --resend-uncertain",
+            file=sys.stderr,
+        )
     if summary.fatal is not None:
         print(f"capi: error: {summary.fatal.message}", file=sys.stderr)
     if summary.interrupted:
         print("capi: interrupted: in-flight batches were settled; re-run to continue", file=sys.stderr)
     if report.pending_uncertain and not summary.uncertain:
-        warn(f"{report.pending_uncertain} uncertain events from earlier runs: `capi ledger list --status uncertain`")
+        warn(
+            f"{report.pending_uncertain} uncertain events from earlier runs: `capi ledger list --status uncertain`"
+        )
     if fmt is TableJson.json:
         write_json(summary.to_dict())
     info(ctx, summary_line(summary))
