@@ -647,7 +647,8 @@ def _referral_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
         str(message_id)
         if message_id
         else "|".join(
-            str(record.get(k) or "") for k in ("user_id", "ctwa_clid", "ad_id", "ref", "timestamp", "kind")
+            str(v or "")
+            for v in (user_id, *(record.get(k) for k in ("ctwa_clid", "ad_id", "ref", "timestamp", "kind")))
         )
     )
     return (

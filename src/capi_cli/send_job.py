@@ -66,7 +66,7 @@ class _Counter:
         self.read = 0
         self.invalid = 0
         self.attributed = 0
-        self._last_invalid: tuple[str, int] | None = None
+        self._last_invalid: tuple[str, int | None] | None = None
 
     def __iter__(self) -> Iterator[BuiltEvent]:
         for item in self.items:
@@ -119,7 +119,7 @@ def run_send(
     if not request.dry_run:
         settings.require_send()
     report_problems: list[Problem] = []
-    error_records: set[tuple[str, int]] = set()
+    error_records: set[tuple[str, int | None]] = set()
 
     def keep(problem: Problem) -> None:
         if problem.severity == "error":
@@ -214,7 +214,7 @@ def _run(
     dataset_id: str,
     options: DeliveryOptions,
     keep: Callable[[Problem], None],
-    error_records: set[tuple[str, int]],
+    error_records: set[tuple[str, int | None]],
     report_problems: list[Problem],
     progress: Callable[[DeliveryProgress], None] | None,
     stop: threading.Event | None,
