@@ -1,0 +1,188 @@
+"""`capi extract-referral`: webhook dumps in, one referral record per conversation out (SPEC §3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from capi_cli.cli.common import (
+    Format,
+    debug,
+    info,
+    open_output,
+    render,
+    settings,
+    state,
+    write_csv,
+    write_ndjson,
+)
+from capi_cli.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from capi_cli.ledger import Ledger
+    from capi_cli.webhooks import ExtractStats, Referral
+
+TABLE_COLUMNS = ("channel", "user_id", "ctwa_clid", "ad_id", "business_id", "timestamp", "kind", "origin")
+_STORE_CHUNK = 500
+_UNREADABLE_SHOWN = 100  # beyond this only a count, unless -v: a corrupt multi-GB log must not flood stderr
+
+
+class Channel(StrEnum):
+    whatsapp = "whatsapp"
+    messenger = "messenger"
+    instagram = "instagram"
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "extract-referral",
+        help=(
+            "Read webhook dumps and print (and store) the ad referral of each conversation.\n\n"
+            "PATH may be a file, a directory (read recursively) or - for stdin; JSON, arrays, NDJSON, "
+            "concatenated documents and request-log wrappers are detected automatically.\n\n"
+            "Example: capi extract-referral logs/webhooks/ --format csv -o referrals.csv"
+        ),
+    )(extract_referral)
+
+
+def extract_referral(
+    ctx: typer.Context,
+    paths: list[str] = typer.Argument(..., metavar="PATH...", help="Files, directories, or - for stdin."),
+    fmt: Format = typer.Option(Format.table, "--format", help="Output format."),
+    output: str = typer.Option(None, "-o", "--output", help="Write the records to FILE instead of stdout."),
+    store: bool = typer.Option(
+        True, "--store/--no-store", help="Record the referrals in the ledger database."
+    ),
+    app_secret_env: str = typer.Option(
+        None,
+        "--app-secret-env",
+        metavar="NAME",
+        help="Env variable holding the app secret (default CAPI_APP_SECRET).",
+    ),
+    channel: Channel = typer.Option(None, "--channel", help="Only referrals of this channel."),
+    require_valid_signature: bool = typer.Option(
+        False, "--require-valid-signature", help="Drop records whose X-Hub-Signature-256 is not valid."
+    ),
+) -> None:
+    from capi_cli.webhooks import REFERRAL_KEYS, ExtractStats, Unreadable, extract
+
+    app_secret = _app_secret(ctx, app_secret_env)
+    stats = ExtractStats()
+    items = extract(
+        paths,
+        app_secret=app_secret,
+        channel=channel.value if channel else None,
+        require_valid_signature=require_valid_signature,
+        stdin=getattr(sys.stdin, "buffer", None) if "-" in paths else None,
+        stats=stats,
+    )
+    ledger = _open_ledger(ctx) if store else None
+    shown = 0
+    verbose = state(ctx).verbose
+
+    def referrals() -> Iterator[Referral]:
+        nonlocal shown
+        for item in items:
+            if isinstance(item, Unreadable):
+                if shown < _UNREADABLE_SHOWN or verbose:
+                    print(str(item), file=sys.stderr)
+                    shown += 1
+                continue
+            yield item
+
+    sink = _Store(ledger)
+    try:
+        stream = open_output(output)
+        try:
+            _write(sink.passing(r.to_dict() for r in referrals()), fmt, REFERRAL_KEYS, stream)
+        finally:
+            if stream is not sys.stdout:
+                stream.close()
+        sink.flush()
+    finally:
+        if ledger is not None:
+            ledger.close()
+    if stats.unreadable > shown:
+        print(f"... {stats.unreadable - shown} more unreadable inputs (-v shows all)", file=sys.stderr)
+    info(ctx, _summary(stats, sink))
+    debug(ctx, f"signature check: {'on' if app_secret else 'off (no app secret)'}")
+    if stats.unreadable:
+        raise typer.Exit(int(ExitCode.DATA))
+
+
+def _app_secret(ctx: typer.Context, env_name: str | None) -> str | None:
+    if env_name:
+        secret = os.environ.get(env_name)
+        if not secret:
+            raise UsageError(f"--app-secret-env {env_name}: the environment variable {env_name} is not set")
+        return secret
+    return settings(ctx).app_secret
+
+
+def _open_ledger(ctx: typer.Context) -> Ledger:
+    from capi_cli.ledger import Ledger
+
+    return Ledger.open(settings(ctx).ledger)
+
+
+class _Store:
+    """Stores records in the ledger in chunks while they stream to the output."""
+
+    def __init__(self, ledger: Ledger | None) -> None:
+        self.ledger = ledger
+        self.new = self.already = 0
+        self._pending: list[dict[str, Any]] = []
+
+    def passing(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for record in records:
+            if self.ledger is not None:
+                self._pending.append(record)
+                if len(self._pending) >= _STORE_CHUNK:
+                    self.flush()
+            yield record
+
+    def flush(self) -> None:
+        if self.ledger is not None and self._pending:
+            new, already = self.ledger.store_referrals(self._pending)
+            self.new += new
+            self.already += already
+            self._pending = []
+
+
+def _write(records: Iterable[dict[str, Any]], fmt: Format, columns: tuple[str, ...], stream: Any) -> None:
+    """JSON, NDJSON and CSV stream as records arrive; only the table waits for all of them."""
+    if fmt is Format.ndjson:
+        write_ndjson(records, stream)
+    elif fmt is Format.csv:
+        write_csv(records, columns, stream)
+    elif fmt is Format.json:
+        _write_json_array(records, stream)
+    else:
+        render(list(records), fmt, columns, TABLE_COLUMNS, stream=stream)
+
+
+def _write_json_array(records: Iterable[dict[str, Any]], stream: Any) -> None:
+    """One JSON array, written element by element (same layout as common.write_json)."""
+    first = True
+    for record in records:
+        body = json.dumps(record, ensure_ascii=False, indent=2).replace("\n", "\n  ")
+        stream.write(("[\n  " if first else ",\n  ") + body)
+        first = False
+    stream.write("[]\n" if first else "\n]\n")
+
+
+def _summary(stats: ExtractStats, sink: _Store) -> str:
+    stored = f" (stored {sink.new} new, {sink.already} already known)" if sink.ledger is not None else ""
+    extra = f", duplicates {stats.duplicates}" if stats.duplicates else ""
+    if stats.filtered:
+        extra += f", filtered out {stats.filtered}"
+    return (
+        f"files {stats.files}, deliveries {stats.deliveries}, messages {stats.messages}, "
+        f"referrals {stats.referrals}{stored}, skipped {stats.skipped}{extra}, unreadable {stats.unreadable}"
+    )

@@ -1,0 +1,107 @@
+"""`capi referrals list|lookup`: the ad referrals that `extract-referral` stored in the ledger."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+import typer
+
+from capi_cli.cli.common import Format, info, render, settings
+from capi_cli.errors import UsageError
+
+TABLE_COLUMNS = ("channel", "user_id", "ctwa_clid", "ad_id", "business_id", "timestamp", "kind", "origin")
+_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+referrals_app = typer.Typer(
+    name="referrals",
+    no_args_is_help=True,
+    help="Show the ad referrals stored by extract-referral.\n\nExample: capi referrals lookup '+90 532 123 45 67'",
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(referrals_app, name="referrals")
+
+
+@referrals_app.command("list")
+def list_cmd(
+    ctx: typer.Context,
+    channel: str = typer.Option(None, "--channel", help="whatsapp, messenger or instagram."),
+    since: str = typer.Option(
+        None, "--since", help="Only referrals at or after WHEN (ISO date/time, or 2d, 12h)."
+    ),
+    user: str = typer.Option(
+        None, "--user", help="Only this user: phone in any writing, BSUID, PSID or IGSID."
+    ),
+    limit: int = typer.Option(None, "--limit", min=1, help="At most N referrals, newest first."),
+    fmt: Format = typer.Option(Format.table, "--format", help="Output format."),
+) -> None:
+    """List stored referrals, newest first.
+
+    Example: capi referrals list --channel whatsapp --since 7d --format csv
+    """
+    from capi_cli.ledger import REFERRAL_COLUMNS, Ledger
+    from capi_cli.webhooks import CHANNELS
+
+    if channel is not None and channel not in CHANNELS:
+        raise UsageError(f"--channel must be one of {', '.join(CHANNELS)}, not {channel!r}")
+    since_seconds = parse_since(since, settings(ctx).timezone) if since else None
+    with Ledger.open(settings(ctx).ledger) as ledger:
+        records = ledger.list_referrals(channel=channel, since=since_seconds, user=user, limit=limit)
+    render(records, fmt, REFERRAL_COLUMNS, TABLE_COLUMNS)
+    info(ctx, f"{len(records)} referral(s)")
+
+
+@referrals_app.command("lookup")
+def lookup_cmd(
+    ctx: typer.Context,
+    user_id: str = typer.Argument(..., metavar="USER_ID", help="Phone (any writing), BSUID, PSID or IGSID."),
+    fmt: Format = typer.Option(Format.table, "--format", help="Output format."),
+) -> None:
+    """Show the stored referrals of one user, newest first.
+
+    Example: capi referrals lookup 905321234567 --format json
+    """
+    from capi_cli.ledger import REFERRAL_COLUMNS, Ledger
+
+    if not user_id.strip():
+        raise UsageError("USER_ID is empty: give a phone number, BSUID, PSID or IGSID")
+    with Ledger.open(settings(ctx).ledger) as ledger:
+        records = ledger.lookup_referrals(user_id)
+    render(records, fmt, REFERRAL_COLUMNS, TABLE_COLUMNS)
+    if not records:
+        print(f"no referral stored for {user_id.strip()}", file=sys.stderr)
+
+
+def parse_since(value: str, timezone: str | None = None, now: float | None = None) -> float:
+    """Unix seconds of `2d`/`12h`/`30m`/`1w` ago, or of an ISO date/time (naive: in `timezone`)."""
+    text = value.strip().lower()
+    relative = _RELATIVE.fullmatch(text)
+    if relative:
+        return (time.time() if now is None else now) - int(relative[1]) * _UNIT_SECONDS[relative[2]]
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--since {value!r}: use an ISO date/time (2026-03-01, 2026-03-01T12:00Z) or 2d, 12h"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_zone(timezone))
+    return moment.timestamp()
+
+
+def _zone(name: str | None) -> Any:
+    from datetime import UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not name or name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC

@@ -1,0 +1,143 @@
+"""Finding webhook payloads inside whatever logged them: request logs, queue jobs, exports.
+
+A wrapper keeps the body as an object, a JSON string or a form-encoded string, often with the
+request headers beside it. When the body survives as a string it is the raw body Meta signed,
+so it is kept for the signature check.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from capi_cli.webhooks import shapes
+from capi_cli.webhooks.model import Delivery, Document
+from capi_cli.webhooks.reader import form_fields, looks_like_form
+
+# Where loggers put the body, most faithful first: a raw string beats a re-serialized object.
+# (`content`: webhook.site exports; `log.entries[].request.postData.text`: HAR; `body_params`: form logs; `data`/`payload`: queues.)
+BODY_KEYS = (
+    "raw_body",
+    "rawBody",
+    "raw",
+    "body",
+    "content",
+    "body_params",
+    "bodyParams",
+    "postData",
+    "text",
+    "payload",
+    "json",
+    "form",
+    "params",
+    "data",
+    "request",
+    "requests",
+    "records",
+    "items",
+    "events",
+    "webhook",
+    "log",
+    "entries",
+)
+HEADER_KEYS = ("headers", "request_headers", "requestHeaders", "Headers", "http_headers")
+SIGNATURE_HEADER = "x-hub-signature-256"
+
+_MAX_DEPTH = 12
+
+
+def deliveries(doc: Document) -> Iterator[Delivery]:
+    """Every webhook payload inside one document (none when it is not a webhook dump)."""
+    for payload, raw, signature in _walk(doc.value, None, None, 0):
+        yield Delivery(payload, doc.source, doc.line, raw, signature)
+
+
+def _walk(
+    value: Any, raw: bytes | None, signature: str | None, depth: int
+) -> Iterator[tuple[dict[str, Any], bytes | None, str | None]]:
+    if depth > _MAX_DEPTH:
+        return
+    if isinstance(value, str):
+        parsed = _parse_body(value)
+        if parsed is not None:
+            yield from _walk(parsed, value.encode("utf-8", "surrogatepass"), signature, depth + 1)
+        return
+    if isinstance(value, list):
+        for item in value:
+            yield from _walk(item, None, signature, depth + 1)
+        return
+    if not isinstance(value, dict):
+        return
+    if shapes.shape_of(value) is not None:
+        yield value, raw, signature
+        return
+    signature = _signature_header(value) or signature
+    base64_body = value.get("isBase64Encoded") is True
+    for key in BODY_KEYS:
+        if key not in value:
+            continue
+        body = value[key]
+        if base64_body and isinstance(body, str):
+            body = _from_base64(body)
+        found = list(_walk(body, None, signature, depth + 1))
+        if found:
+            yield from found
+            return
+
+
+def _parse_body(body: str) -> Any:
+    """A body string as JSON or form fields; None when it is neither."""
+    stripped = body.strip()
+    if not stripped:
+        return None
+    if stripped[0] in '{["':
+        try:
+            return json.loads(stripped)
+        except (ValueError, RecursionError):
+            return None
+    if looks_like_form(stripped):
+        return form_fields(stripped)
+    return None
+
+
+def _from_base64(body: str) -> str | None:
+    try:
+        return base64.b64decode(body, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _signature_header(wrapper: dict[str, Any]) -> str | None:
+    for key in HEADER_KEYS:
+        found = _header_value(wrapper.get(key))
+        if found:
+            return found
+    return _header_value(wrapper)
+
+
+def _header_value(headers: Any) -> str | None:
+    """`X-Hub-Signature-256` from a dict (any case, value or list of values) or a list of pairs."""
+    if isinstance(headers, dict):
+        for name, value in headers.items():
+            if isinstance(name, str) and name.lower() == SIGNATURE_HEADER:
+                return _first_text(value)
+    elif isinstance(headers, list):
+        for pair in headers:
+            if isinstance(pair, dict):
+                name, value = pair.get("name", pair.get("key")), pair.get("value")
+            elif isinstance(pair, list) and len(pair) == 2:
+                name, value = pair
+            else:
+                continue
+            if isinstance(name, str) and name.lower() == SIGNATURE_HEADER:
+                return _first_text(value)
+    return None
+
+
+def _first_text(value: Any) -> str | None:
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return shapes.text(value)
