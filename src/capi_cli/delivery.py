@@ -1,0 +1,596 @@
+"""Delivery: batching, concurrency, retries and isolation of refused events, with ledger states.
+
+Exactly-once rests on the ledger ordering (docs/internals.md): every request is preceded by
+`begin_batch` (its events `in_flight`, committed) and followed by `settle`, so whatever happens in
+between, a later run finds each event in a state it handles correctly. Between two attempts of a
+retried request, and before splitting a refused one, the events are settled `failed`: Meta
+definitely did not count them, so a crash there must lead to a resend, not to `uncertain`.
+
+Every event given to `deliver` ends in exactly one of skipped / sent / rejected / failed /
+uncertain (plus `unsent` when a stop cut the run short before its batch left).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from array import array
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from capi_cli.errors import ExitCode, SetupError, UsageError, worst
+from capi_cli.graph import MAX_EVENTS_PER_REQUEST, Outcome, OutcomeKind
+from capi_cli.ledger import LedgerState, PendingEvent
+
+if TYPE_CHECKING:
+    from capi_cli.ledger import Ledger
+
+
+class DeliverableEvent(Protocol):
+    """What deliver needs of an event (events.pipeline.BuiltEvent has it)."""
+
+    @property
+    def event_name(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def event_time(self) -> int: ...
+    @property
+    def payload(self) -> Mapping[str, Any]: ...
+    @property
+    def source(self) -> str | None: ...
+    @property
+    def line(self) -> int | None: ...
+    @property
+    def payload_hash(self) -> str | None: ...
+
+
+class EventSender(Protocol):
+    """The part of graph.GraphClient that deliver uses (a fake in unit tests, if ever needed)."""
+
+    def send_events(self, dataset_id: str, events: Sequence[Mapping[str, Any]]) -> Outcome: ...
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    batch_size: int = 1000
+    concurrency: int = 4
+    max_retries: int = 5
+    resend: bool = False  # send again events the ledger says were sent (the CLI warns)
+    resend_uncertain: bool = False  # send again events whose earlier outcome is unknown
+    dry_run: bool = False  # no request, no ledger write; counts what would be sent
+    backoff_base: float = 0.5  # seconds; doubled per attempt, with jitter
+    backoff_max: float = 30.0
+    retry_after_max: float = 60.0  # cap on waits Meta asks for (Retry-After, usage headers)
+    # Meta refusing this many events one by one, with nothing accepted in the run, is a request-level
+    # problem (app secret, test_event_code, dataset setup), not bad events: stop instead of
+    # isolating every event of the input at two requests each.
+    refusal_breaker: int = 16
+    report_limit: int = 1000  # rejected/uncertain/failed events kept for the final report
+
+    def check(self) -> None:
+        if not 1 <= self.batch_size <= MAX_EVENTS_PER_REQUEST:
+            raise UsageError(f"--batch-size must be between 1 and {MAX_EVENTS_PER_REQUEST}, not {self.batch_size}")
+        if self.concurrency < 1:
+            raise UsageError(f"--concurrency must be at least 1, not {self.concurrency}")
+        if self.max_retries < 0:
+            raise UsageError(f"max_retries must be 0 or more, not {self.max_retries}")
+
+
+@dataclass(frozen=True)
+class EventReport:
+    """One event for the final report (rejected, uncertain or failed)."""
+
+    event_name: str
+    event_id: str
+    code: int | None
+    subcode: int | None
+    message: str
+    source: str | None = None
+    line: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_name": self.event_name,
+            "event_id": self.event_id,
+            "code": self.code,
+            "subcode": self.subcode,
+            "message": self.message,
+            "source": f"{self.source}:{self.line}" if self.source and self.line else self.source,
+        }
+
+
+SUMMARY_KEYS = (
+    "read",
+    "invalid",
+    "attributed",
+    "skipped",
+    "sent",
+    "rejected",
+    "failed",
+    "uncertain",
+    "batches",
+    "requests",
+    "dry_run",
+)
+
+
+@dataclass
+class DeliverySummary:
+    """SPEC §7 summary. deliver fills the delivery side; the caller adds read/invalid/attributed
+    (and adds the rows its pipeline skipped before hashing to `skipped`)."""
+
+    read: int = 0
+    invalid: int = 0
+    attributed: int = 0
+    skipped: int = 0  # ledger says sent (or rejected with the same payload), or a duplicate key
+    sent: int = 0  # in a dry run: would be sent
+    rejected: int = 0
+    failed: int = 0
+    uncertain: int = 0  # this run's ambiguous outcomes + earlier uncertain events not resent
+    batches: int = 0
+    requests: int = 0
+    dry_run: bool = False
+    # beyond the JSON keys
+    delivered_events: int = 0  # events deliver was given (its share of `read`)
+    duplicates: int = 0  # of `skipped`: same key twice in this run
+    resent: int = 0  # events sent again although the ledger said sent (--resend)
+    earlier_uncertain: int = 0  # of `uncertain`: left by an earlier run and not resent
+    unsent: int = 0  # not sent because the run stopped (fatal error or interruption)
+    fatal: SetupError | None = None
+    interrupted: bool = False
+    rejected_events: list[EventReport] = field(default_factory=list)
+    uncertain_events: list[EventReport] = field(default_factory=list)
+    failed_events: list[EventReport] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in SUMMARY_KEYS}
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """SPEC §1: setup (3) over incomplete (4) over data (1); interruption is 130."""
+        codes = [ExitCode.OK]
+        if self.invalid or self.rejected:
+            codes.append(ExitCode.DATA)
+        if self.failed or self.uncertain:
+            codes.append(ExitCode.INCOMPLETE)
+        if self.fatal is not None:
+            codes.append(ExitCode.SETUP)
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        return worst(*codes)
+
+
+@dataclass(frozen=True)
+class DeliveryProgress:
+    """Counters for a progress bar; passed to the callback from the calling thread only."""
+
+    events: int
+    skipped: int
+    sent: int
+    rejected: int
+    failed: int
+    uncertain: int
+    batches: int
+    requests: int
+    in_flight: int
+    elapsed: float
+
+
+ProgressCallback = Callable[[DeliveryProgress], None]
+
+
+class _KeySet:
+    """The event keys seen in this run, 8 bytes a slot: a set of tuples would cost ~150 bytes a key,
+    too much for a million-row file. A 64-bit hash collision (~1e-8 at a million keys) would skip
+    one event as a duplicate; hash() is stable within the process, which is all a run needs."""
+
+    def __init__(self) -> None:
+        self._slots = array("Q", bytes(8 * 1024))
+        self._mask = 1023
+        self._count = 0
+
+    def add(self, key: tuple[str, str]) -> bool:
+        """Add key; False if it was already there."""
+        h = (hash(key) & 0xFFFFFFFFFFFFFFFF) or 1
+        slots, mask = self._slots, self._mask
+        i = h & mask
+        while True:
+            value = slots[i]
+            if value == 0:
+                slots[i] = h
+                self._count += 1
+                if self._count * 2 > len(slots):
+                    self._grow()
+                return True
+            if value == h:
+                return False
+            i = (i + 1) & mask
+
+    def _grow(self) -> None:
+        old = self._slots
+        self._slots = array("Q", bytes(16 * len(old)))
+        self._mask = len(self._slots) - 1
+        slots, mask = self._slots, self._mask
+        for h in old:
+            if h:
+                i = h & mask
+                while slots[i]:
+                    i = (i + 1) & mask
+                slots[i] = h
+
+
+def ledger_skip(ledger: Ledger, dataset_id: str, *, resend: bool = False) -> Callable[[str, str], bool]:
+    """The events pipeline's `skip` hook: True for events the ledger says were sent, so a re-run
+    does not even normalize and hash them. Other states are left to deliver (which counts them)."""
+
+    def skip(event_name: str, event_id: str) -> bool:
+        return not resend and ledger.state_of(dataset_id, event_name, event_id) is LedgerState.SENT
+
+    return skip
+
+
+def deliver(
+    events: Iterable[DeliverableEvent],
+    *,
+    ledger: Ledger | None,
+    client: EventSender | None,
+    dataset_id: str,
+    options: DeliveryOptions | None = None,
+    progress: ProgressCallback | None = None,
+    sink: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
+    stop: threading.Event | None = None,
+) -> DeliverySummary:
+    """Send `events` (consumed lazily) to `dataset_id` exactly once, recording each in `ledger`.
+
+    `sink` receives each batch's payloads, in the calling thread, as they leave (or would leave,
+    in a dry run): `send -o FILE`. Setting `stop` (e.g. from a SIGTERM handler) stops taking new
+    batches; Ctrl-C does the same. In-flight requests are settled before returning, then
+    `summary.interrupted` (exit 130) or `summary.fatal` (exit 3) says why the run ended early.
+    Call under `ledger.send_lock()`, after `ledger.recover_in_flight()`.
+    """
+    options = options or DeliveryOptions()
+    options.check()
+    if not options.dry_run and (ledger is None or client is None):
+        raise ValueError("deliver needs a ledger and a client unless dry_run")
+    return _Delivery(ledger, client, dataset_id, options, progress, sink, stop or threading.Event()).run(events)
+
+
+class _Delivery:
+    def __init__(
+        self,
+        ledger: Ledger | None,
+        client: EventSender | None,
+        dataset_id: str,
+        options: DeliveryOptions,
+        progress: ProgressCallback | None,
+        sink: Callable[[Sequence[Mapping[str, Any]]], None] | None,
+        stop: threading.Event,
+    ) -> None:
+        self.ledger = ledger
+        self.client = client
+        self.dataset_id = dataset_id
+        self.options = options
+        self.progress = progress
+        self.sink = sink
+        self.stop = stop
+        self.summary = DeliverySummary(dry_run=options.dry_run)
+        self._lock = threading.Lock()
+        self._seen = _KeySet()
+        self._run_id = uuid.uuid4().hex[:8]
+        self._batch_number = 0
+        self._successes = 0
+        self._singleton_refusals = 0
+        self._pause_until = 0.0  # shared throttle: Meta's Retry-After applies to the app, not a batch
+        self._in_flight = 0
+        self._started = time.monotonic()
+        self._last_progress = 0.0
+        self._slots = threading.Semaphore(options.concurrency)
+        self._futures: set[Future[None]] = set()
+        self._worker_error: BaseException | None = None
+
+    # -- main thread: read, decide, batch, dispatch ----------------------------------------------
+
+    def run(self, events: Iterable[DeliverableEvent]) -> DeliverySummary:
+        executor = None if self.options.dry_run else ThreadPoolExecutor(
+            max_workers=self.options.concurrency, thread_name_prefix="capi-send"
+        )
+        candidates: list[DeliverableEvent] = []
+        pending: list[DeliverableEvent] = []
+        # Ledger lookups go by chunks (one query per chunk), a batch's worth at a time, so the
+        # first request leaves as soon as one batch has been read.
+        chunk = self.options.batch_size
+        try:
+            for event in events:
+                candidates.append(event)
+                if len(candidates) >= chunk:
+                    self._decide(candidates, pending, executor)
+                    candidates = []
+                if self.stop.is_set():
+                    break
+            if not self.stop.is_set():
+                self._decide(candidates, pending, executor)
+                if pending:
+                    self._dispatch(pending, executor)
+                    pending = []
+        except KeyboardInterrupt:
+            self.stop.set()
+        finally:
+            if self.stop.is_set():
+                with self._lock:
+                    self.summary.delivered_events += len(candidates)
+                    self.summary.unsent += len(candidates) + len(pending)
+            self._drain()
+            if executor is not None:
+                executor.shutdown(wait=True)
+        if self._worker_error is not None:
+            raise self._worker_error
+        if self.stop.is_set() and self.summary.fatal is None:
+            self.summary.interrupted = True
+        self._report(force=True)
+        return self.summary
+
+    def _decide(
+        self, candidates: list[DeliverableEvent], pending: list[DeliverableEvent], executor: ThreadPoolExecutor | None
+    ) -> None:
+        if not candidates:
+            return
+        entries: Mapping[tuple[str, str], tuple[str, str | None]] = {}
+        if self.ledger is not None:
+            entries = self.ledger.entries(self.dataset_id, [(e.event_name, e.event_id) for e in candidates])
+        summary = self.summary
+        for event in candidates:
+            summary.delivered_events += 1
+            key = (event.event_name, event.event_id)
+            if not self._seen.add(key):
+                summary.skipped += 1
+                summary.duplicates += 1
+                continue
+            entry = entries.get(key)
+            if entry is not None and not self._should_send(event, LedgerState(entry[0]), entry[1]):
+                continue
+            pending.append(event)
+            if len(pending) >= self.options.batch_size:
+                self._dispatch(pending, executor)
+                pending.clear()
+        self._report()
+
+    def _should_send(self, event: DeliverableEvent, state: LedgerState, stored_hash: str | None) -> bool:
+        summary = self.summary
+        if state is LedgerState.FAILED:
+            return True  # Meta definitely did not count it
+        if state is LedgerState.SENT:
+            if self.options.resend:
+                summary.resent += 1
+                return True
+            summary.skipped += 1
+            return False
+        if state is LedgerState.REJECTED:
+            # Resending a rejected event cannot double-count (Meta counted nothing), but it would
+            # be refused again unless the row changed: send it when its payload differs.
+            changed = event.payload_hash is not None and stored_hash is not None and event.payload_hash != stored_hash
+            if changed or self.options.resend:
+                return True
+            summary.skipped += 1
+            return False
+        # uncertain, or in_flight that recover_in_flight did not turn uncertain: Meta may have it.
+        if self.options.resend_uncertain:
+            return True
+        report = EventReport(event.event_name, event.event_id, None, None,
+                             "uncertain since an earlier run; --resend-uncertain sends it again",
+                             event.source, event.line)
+        with self._lock:
+            summary.uncertain += 1
+            summary.earlier_uncertain += 1
+            self._keep(summary.uncertain_events, report)
+        return False
+
+    def _dispatch(self, batch: Sequence[DeliverableEvent], executor: ThreadPoolExecutor | None) -> None:
+        events = list(batch)
+        if self.options.dry_run or executor is None:
+            self.summary.batches += 1
+            if self.sink is not None:
+                self.sink([e.payload for e in events])
+            self.summary.requests += 1
+            self.summary.sent += len(events)
+            return
+        # Bounded in-flight work keeps memory flat: the reader waits for a free slot.
+        while not self._slots.acquire(timeout=0.1):
+            self._report()
+            if self.stop.is_set():
+                break
+        else:
+            if not self.stop.is_set():
+                self._submit(events, executor)
+                return
+            self._slots.release()
+        with self._lock:
+            self.summary.unsent += len(events)
+
+    def _submit(self, events: list[DeliverableEvent], executor: ThreadPoolExecutor) -> None:
+        self.summary.batches += 1
+        if self.sink is not None:
+            self.sink([e.payload for e in events])
+        self._batch_number += 1
+        batch_id = f"{self._run_id}-{self._batch_number:06d}"
+        with self._lock:
+            self._in_flight += 1
+        future = executor.submit(self._run_batch, events, batch_id)
+        self._futures.add(future)
+        future.add_done_callback(self._batch_done)
+        self._futures = {f for f in self._futures if not f.done()}
+
+    def _batch_done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        self._slots.release()
+
+    def _drain(self) -> None:
+        """Let in-flight batches settle; a second Ctrl-C here still leaves workers to finish."""
+        while True:
+            remaining = [f for f in self._futures if not f.done()]
+            if not remaining:
+                return
+            try:
+                wait(remaining, timeout=0.1)
+            except KeyboardInterrupt:
+                self.stop.set()
+            self._report()
+
+    def _report(self, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_progress < 0.1:
+            return
+        self._last_progress = now
+        s = self.summary
+        with self._lock:
+            snapshot = DeliveryProgress(
+                s.delivered_events, s.skipped, s.sent, s.rejected, s.failed, s.uncertain,
+                s.batches, s.requests, self._in_flight, now - self._started,
+            )
+        self.progress(snapshot)
+
+    # -- worker threads: one batch, its retries and its isolation ---------------------------------
+
+    def _run_batch(self, events: list[DeliverableEvent], batch_id: str) -> None:
+        try:
+            self._send(events, batch_id, isolating=False)
+        except BaseException as exc:  # a bug or a ledger failure: stop the run, re-raise in the caller
+            with self._lock:
+                if self._worker_error is None:
+                    self._worker_error = exc
+            self.stop.set()
+
+    def _send(self, events: list[DeliverableEvent], batch_id: str, *, isolating: bool) -> None:
+        assert self.ledger is not None and self.client is not None
+        ledger, n = self.ledger, len(events)
+        pending = [PendingEvent(e.event_name, e.event_id, e.event_time, e.source, e.line, e.payload_hash)
+                   for e in events]
+        keys = [(e.event_name, e.event_id) for e in events]
+        payloads = [e.payload for e in events]
+        attempt = 0
+        while True:
+            if self.stop.is_set() or not self._wait_for_pause():
+                # Not (re)sent: never begun, or settled `failed` after the last refusal/attempt.
+                with self._lock:
+                    if attempt == 0 and not isolating:
+                        self.summary.unsent += n
+                    else:
+                        self.summary.failed += n
+                return
+            ledger.begin_batch(self.dataset_id, batch_id, pending)
+            outcome = self.client.send_events(self.dataset_id, payloads)
+            with self._lock:
+                self.summary.requests += 1
+            kind = outcome.kind
+
+            if kind is OutcomeKind.SUCCESS:
+                self._settle(batch_id, keys, LedgerState.SENT, outcome)
+                with self._lock:
+                    self.summary.sent += n
+                    self._successes += 1
+                return
+            if kind is OutcomeKind.AMBIGUOUS:
+                self._settle(batch_id, keys, LedgerState.UNCERTAIN, outcome)
+                self._record("uncertain", events, outcome)
+                return
+            if kind is OutcomeKind.FATAL:
+                self._settle(batch_id, keys, LedgerState.FAILED, outcome)
+                self._record("failed", events, outcome)
+                self._fatal(outcome.setup_error())
+                return
+            if kind is OutcomeKind.RETRYABLE:
+                self._settle(batch_id, keys, LedgerState.FAILED, outcome)
+                attempt += 1
+                if attempt > self.options.max_retries:
+                    self._record("failed", events, outcome)
+                    return
+                self._backoff(attempt, outcome)
+                continue
+            # REFUSED: nothing was counted. Meta names no event, so halve until each refusal is alone.
+            if n == 1:
+                self._settle(batch_id, keys, LedgerState.REJECTED, outcome)
+                self._record("rejected", events, outcome)
+                self._note_singleton_refusal(outcome)
+                return
+            self._settle(batch_id, keys, LedgerState.FAILED, outcome)
+            middle = n // 2
+            self._send(events[:middle], f"{batch_id}.0", isolating=True)
+            self._send(events[middle:], f"{batch_id}.1", isolating=True)
+            return
+
+    def _settle(self, batch_id: str, keys: list[tuple[str, str]], state: LedgerState, outcome: Outcome) -> None:
+        assert self.ledger is not None
+        self.ledger.settle(
+            self.dataset_id,
+            batch_id,
+            keys,
+            state,
+            error_code=outcome.code,
+            error_subcode=outcome.subcode,
+            error_message=None if outcome.ok else outcome.describe(),
+            fbtrace_id=outcome.fbtrace_id,
+        )
+
+    def _backoff(self, attempt: int, outcome: Outcome) -> None:
+        options = self.options
+        delay = min(options.backoff_max, options.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        if outcome.retry_after is not None:
+            asked = min(outcome.retry_after, options.retry_after_max)
+            delay = max(delay, asked)
+            with self._lock:
+                self._pause_until = max(self._pause_until, time.monotonic() + asked)
+        self.stop.wait(delay)
+
+    def _wait_for_pause(self) -> bool:
+        """Honour a throttle another batch was told about; False if the run stopped meanwhile."""
+        while True:
+            with self._lock:
+                remaining = self._pause_until - time.monotonic()
+            if remaining <= 0:
+                return True
+            if self.stop.wait(remaining):
+                return False
+
+    def _record(self, state: str, events: Sequence[DeliverableEvent], outcome: Outcome) -> None:
+        reports = [
+            EventReport(e.event_name, e.event_id, outcome.code, outcome.subcode, outcome.describe(), e.source, e.line)
+            for e in events
+        ]
+        with self._lock:
+            setattr(self.summary, state, getattr(self.summary, state) + len(events))
+            target = getattr(self.summary, f"{state}_events")
+            for report in reports:
+                self._keep(target, report)
+
+    def _keep(self, target: list[EventReport], report: EventReport) -> None:
+        if len(target) < self.options.report_limit:
+            target.append(report)
+
+    def _fatal(self, error: SetupError) -> None:
+        with self._lock:
+            if self.summary.fatal is None:
+                self.summary.fatal = error
+        self.stop.set()
+
+    def _note_singleton_refusal(self, outcome: Outcome) -> None:
+        with self._lock:
+            self._singleton_refusals += 1
+            tripped = self._successes == 0 and self._singleton_refusals >= self.options.refusal_breaker
+            count = self._singleton_refusals
+        if tripped:
+            self._fatal(
+                SetupError(
+                    f"Graph API refused each of the first {count} events on its own and accepted none "
+                    f"({outcome.describe()}); this looks like a request setup problem (app secret, "
+                    "test event code, dataset), not bad events. Fix it, then `capi ledger forget "
+                    "--status rejected` to send them again"
+                )
+            )
+
