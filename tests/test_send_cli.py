@@ -224,3 +224,16 @@ def test_sigterm_settles_in_flight_and_exits_130(tmp_path) -> None:
         assert rerun.returncode == 0
         assert_exactly_once(graph, home, ids)
         assert len(graph.received) == 400
+
+
+def test_doctor_checks_the_dataset_online(runner, standin, capi_home) -> None:
+    ok = runner.invoke(app, ["doctor", "--json"], env=send_env(capi_home, standin.url))
+    assert ok.exit_code == 0, ok.output
+    checks = {c["name"]: c for c in json.loads(ok.stdout)["checks"]}
+    assert checks["dataset"]["ok"]
+    env = send_env(capi_home, standin.url)
+    env["CAPI_DATASET_ID"] = "999999"
+    missing = runner.invoke(app, ["doctor"], env=env)
+    assert missing.exit_code == 3 and "FAIL" in missing.stdout
+    bad = runner.invoke(app, ["doctor", "--json"], env=send_env(capi_home, standin.url, token="EAAG-NOPE-123"))
+    assert bad.exit_code == 3 and "EAAG-NOPE-123" not in bad.output

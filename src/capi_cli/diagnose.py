@@ -80,15 +80,9 @@ def _ledger_check(ledger_path: str) -> Check:
 def _dataset_check(s: Any) -> Check:
     from capi_cli.graph import GraphClient
 
-    try:
-        with GraphClient(
-            graph_url=s.graph_url,
-            api_version=s.api_version,
-            access_token=s.access_token,
-            app_secret=s.app_secret,
-            timeout=s.timeout,
-        ) as client:
-            detail = client.check_dataset(s.dataset_id)
-    except CapiError as exc:
-        return Check("dataset", False, exc.message, exc.exit_code)
-    return Check("dataset", True, str(detail))
+    with GraphClient.from_settings(s) as client:
+        result = client.check_dataset(s.dataset_id)
+    if result.error is not None:
+        return Check("dataset", False, result.error.message, result.error.exit_code)
+    name = f" ({result.name})" if result.name else ""
+    return Check("dataset", True, f"{result.dataset_id}{name} reachable at {s.graph_url}/{s.api_version}")

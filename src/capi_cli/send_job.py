@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from capi_cli.config import Settings
-from capi_cli.delivery import DeliveryOptions, DeliveryProgress, DeliverySummary, deliver
+from capi_cli.delivery import DeliveryOptions, DeliveryProgress, DeliverySummary, deliver, ledger_skip
 from capi_cli.errors import ExitCode, UsageError, worst
 from capi_cli.events.pipeline import BuildOptions, BuiltEvent, Problem, iter_events
 from capi_cli.ledger import Ledger, LedgerState
@@ -222,10 +222,11 @@ def _run(
     skip = None
     skipped_early = 0
     if ledger is not None and not request.resend:
+        is_sent = ledger_skip(ledger, dataset_id)
 
         def skip(event_name: str, event_id: str) -> bool:
             nonlocal skipped_early
-            if ledger.state_of(dataset_id, event_name, event_id) is LedgerState.SENT:
+            if is_sent(event_name, event_id):
                 skipped_early += 1
                 return True
             return False
