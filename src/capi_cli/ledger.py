@@ -98,6 +98,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX referrals_wa ON referrals (wa_id, ts);
     CREATE INDEX referrals_bsuid ON referrals (bsuid, ts);
     """,
+    # `send_running` marks a main file that may be behind its -wal (see Ledger.acquire_send_lock).
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 ]
 
 REFERRAL_COLUMNS = (
@@ -180,6 +184,84 @@ def _create_private(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+def _create_ledger(path: Path) -> None:
+    """Create a new ledger atomically: built with its schema under a temporary name, then linked
+    into place. So a file at the ledger's path always holds a schema, and an empty or schema-less
+    file there can only be a damaged ledger (see _check_file); a crash or a concurrent `capi`
+    during creation can never leave a half-made ledger that would pass for a new, empty one."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    _create_private(temp)
+    try:
+        conn = sqlite3.connect(temp, isolation_level=None)
+        try:
+            # Rollback journal while building, so that everything is in the main file when linked.
+            for number, script in enumerate(MIGRATIONS):
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _split_sql(script):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number + 1}")
+                conn.execute("COMMIT")
+        finally:
+            conn.close()
+        try:
+            os.link(temp, path)  # unlike rename, never replaces a ledger another process just made
+        except FileExistsError:
+            pass
+    except sqlite3.DatabaseError as exc:
+        raise _ledger_error(path, exc) from None
+    finally:
+        for leftover in (temp, Path(f"{temp}-journal")):
+            leftover.unlink(missing_ok=True)
+
+
+def _ledger_error(path: Path, exc: sqlite3.DatabaseError) -> SetupError:
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_FULL" or "full" in str(exc):
+        return SetupError(
+            f"ledger: cannot write {path}: the disk is full ({exc}); free some space and run again "
+            "(a batch whose answer could not be recorded is held `uncertain`)"
+        )
+    if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in str(exc):
+        return SetupError(
+            f"ledger: {path} is damaged ({exc}); capi will not treat it as empty, which would send "
+            "every event again. Restore it from a backup, or move it aside"
+        )
+    return SetupError(f"ledger: {path}: {exc}")
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_file(path: Path) -> None:
+    """Refuse a ledger file that is damaged in a way SQLite would not notice at once.
+
+    SQLite takes an empty file for a new, empty database, and a truncated one may answer "not
+    found" for rows that were cut off: either way capi would send again events Meta already
+    counted. The header says how many pages the file had at its last checkpoint; with no WAL
+    beside it, the file must hold them all."""
+    damaged = (
+        f"ledger: {path} is damaged ({{}}); capi will not treat it as empty, which would send every "
+        "event again. Restore it from a backup, or move it aside to start a new ledger"
+    )
+    size = path.stat().st_size
+    if size == 0:
+        raise SetupError(damaged.format("the file is empty"))
+    with path.open("rb") as fh:
+        header = fh.read(100)
+    if not header.startswith(_SQLITE_MAGIC):
+        raise SetupError(f"ledger: {path} is not a capi ledger (not an SQLite database); move it aside")
+    if len(header) < 100:
+        raise SetupError(damaged.format("truncated in its header"))
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    pages_valid = header[24:28] == header[92:96]  # SQLite's rule for trusting the in-header size
+    wal = Path(f"{path}-wal")
+    wal_frames = wal.exists() and wal.stat().st_size > 32
+    if pages_valid and not wal_frames and page_size and size < pages * page_size:
+        raise SetupError(damaged.format(f"truncated: {size} of {pages * page_size} bytes"))
+
+
 class Ledger:
     """One SQLite database per home. Thread-safe: writes are serialized by one lock."""
 
@@ -188,6 +270,7 @@ class Ledger:
         self.path = path
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
+        self._wal_at_open = Path(f"{path}-wal").exists()  # before SQLite opens (and creates) it
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -203,15 +286,15 @@ class Ledger:
             raise SetupError(f"ledger: {p} is a directory; CAPI_LEDGER must name a file")
         try:
             if not p.exists():
-                _create_private(p)
+                _create_ledger(p)
+            _check_file(p)
             conn = sqlite3.connect(p, timeout=30, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
             ledger = cls(conn, p)
-            ledger._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise SetupError(f"ledger: {p} is not a usable capi ledger ({exc}); move it aside") from None
+            with ledger._errors():
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA busy_timeout=30000")
+                ledger._migrate()
         except OSError as exc:
             raise SetupError(f"ledger: cannot open {p}: {exc.strerror}") from None
         for suffix in ("-wal", "-shm"):
@@ -230,9 +313,21 @@ class Ledger:
                 raise SetupError(
                     f"ledger: {self.path} was written by a newer capi (schema {version}); upgrade capi"
                 )
+            if version == 0:
+                # _create_ledger never leaves a file without its schema: this one lost it (a copy
+                # taken without its -wal, a truncation). Migrating would make it an empty ledger.
+                raise SetupError(
+                    f"ledger: {self.path} is damaged (it has no capi schema); capi will not treat it "
+                    "as empty, which would send every event again. Restore it from a backup, or move "
+                    "it aside to start a new ledger"
+                )
             for number in range(version, len(MIGRATIONS)):
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
+                    # Another process may have migrated since the version was read.
+                    if self._conn.execute("PRAGMA user_version").fetchone()[0] > number:
+                        self._conn.execute("ROLLBACK")
+                        continue
                     for statement in _split_sql(MIGRATIONS[number]):
                         self._conn.execute(statement)
                     self._conn.execute(f"PRAGMA user_version = {number + 1}")
@@ -241,7 +336,19 @@ class Ledger:
                     self._conn.execute("ROLLBACK")
                     raise
 
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite failures become one clear SetupError (exit 3), never a traceback. A write that
+        fails leaves the last committed state (SQLite's transactions are atomic), so a later run
+        handles it: a batch begun but not settled turns `uncertain`, one not begun is sent."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise _ledger_error(self.path, exc) from None
+
     def close(self) -> None:
+        if self._lock_fd is None:
+            self._clear_dead_send_marker()
         self.release_send_lock()
         with self._lock:
             self._conn.close()
@@ -254,15 +361,17 @@ class Ledger:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._errors():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
                 self._conn.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (disk full) leaves the transaction open; SQLite may also have
+                # rolled it back itself already.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     # -- the send lock ---------------------------------------------------------------------------
 
@@ -292,11 +401,73 @@ class Ledger:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+        try:
+            self._mark_send_running()
+        except BaseException:
+            self.release_send_lock()
+            raise
+
+    # A copy of the main file taken without its -wal while a send runs (a naive backup) is a
+    # consistent but old ledger: SQLite cannot tell, and capi would send again every event the
+    # copy lacks. So a send writes `send_running` and checkpoints it into the main file before
+    # its first request, and removes it (checkpointed too) when it ends. The marker with no -wal
+    # beside it means the events written since are gone. A send killed mid-run leaves the marker
+    # and its -wal; the next capi that closes the ledger with no send running (and so checkpoints
+    # that -wal into the main file) removes the marker.
+
+    def _mark_send_running(self) -> None:
+        with self._lock, self._errors():
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'send_running'").fetchone()
+            if row is not None and not self._wal_at_open:
+                raise SetupError(
+                    f"ledger: {self.path} was copied while a send was running, without its -wal "
+                    f"file (marked by the send of {row[0]}): it may lack events Meta already "
+                    "counted, and using it would send them again. Use the ledger together with its "
+                    "-wal file; if this file is complete after all (the -wal was removed after every "
+                    f"capi had ended), run: sqlite3 {self.path} \"DELETE FROM meta\""
+                )
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('send_running', ?)",
+                (f"pid {os.getpid()} at {iso_z(time.time())}",),
+            )
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        with self._lock, self._errors():
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _clear_send_marker(self) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM meta WHERE key = 'send_running'")
+        self._checkpoint()
+
+    def _clear_dead_send_marker(self) -> None:
+        """Best effort, on close: a marker left by a dead send, once no send is running."""
+        import fcntl
+
+        try:
+            with self._lock:
+                row = self._conn.execute("SELECT 1 FROM meta WHERE key = 'send_running'").fetchone()
+            if row is None:
+                return
+            fd = os.open(Path(f"{self.path}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._clear_send_marker()
+            finally:
+                os.close(fd)  # also releases the flock
+        except (OSError, sqlite3.Error, SetupError):
+            pass
 
     def release_send_lock(self) -> None:
         import fcntl
 
         if self._lock_fd is not None:
+            try:
+                self._clear_send_marker()
+            except SetupError:
+                pass  # disk full: the marker stays, with the -wal beside it; the next run is fine
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -318,7 +489,7 @@ class Ledger:
             return cur.rowcount
 
     def state_of(self, dataset_id: str, event_name: str, event_id: str) -> LedgerState | None:
-        with self._lock:
+        with self._lock, self._errors():
             row = self._conn.execute(
                 "SELECT state FROM events WHERE dataset_id = ? AND event_name = ? AND event_id = ?",
                 (dataset_id, event_name, event_id),
@@ -334,7 +505,7 @@ class Ledger:
         ids_by_name: dict[str, list[str]] = {}
         for name, event_id in keys:
             ids_by_name.setdefault(name, []).append(event_id)
-        with self._lock:
+        with self._lock, self._errors():
             for name, ids in ids_by_name.items():
                 for start in range(0, len(ids), _CHUNK):
                     chunk = ids[start : start + _CHUNK]
@@ -420,7 +591,7 @@ class Ledger:
     def stats(self) -> dict[str, Any]:
         total: dict[str, int] = {}
         by_dataset: dict[str, dict[str, int]] = {}
-        with self._lock:
+        with self._lock, self._errors():
             rows = self._conn.execute(
                 "SELECT dataset_id, state, COUNT(*) FROM events GROUP BY dataset_id, state ORDER BY 1, 2"
             ).fetchall()
@@ -474,7 +645,7 @@ class Ledger:
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        with self._lock:
+        with self._lock, self._errors():
             rows = self._conn.execute(sql, params).fetchall()
         for row in rows:
             record = dict(
@@ -560,7 +731,7 @@ class Ledger:
         sql = f"{self._SELECT_REFERRALS}{where} ORDER BY ts DESC, message_key"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        with self._lock:
+        with self._lock, self._errors():
             rows = self._conn.execute(sql, list(params)).fetchall()
         out = []
         for row in rows:
@@ -605,7 +776,7 @@ class Ledger:
         return found[0] if found else None
 
     def account_for_user(self, channel: str, user_id: str) -> str | None:
-        with self._lock:
+        with self._lock, self._errors():
             row = self._conn.execute(
                 "SELECT business_id FROM referrals WHERE channel = ? AND user_id = ? "
                 "AND business_id IS NOT NULL ORDER BY ts DESC LIMIT 1",
