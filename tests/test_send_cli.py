@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,11 +10,19 @@ import time
 from pathlib import Path
 
 import pytest
-from graph_standin import RESET_AFTER, RESET_BEFORE, SLOW, TRANSIENT, GraphStandin
-from send_helpers import APP_SECRET, DATASET, TOKEN, assert_exactly_once, ledger_states, send_env, write_events_csv
 
 from capi_cli.cli.app import app
 from capi_cli.ledger import Ledger
+from graph_standin import RESET_AFTER, RESET_BEFORE, SLOW, TRANSIENT, GraphStandin
+from send_helpers import (
+    APP_SECRET,
+    DATASET,
+    TOKEN,
+    assert_exactly_once,
+    ledger_states,
+    send_env,
+    write_events_csv,
+)
 
 
 @pytest.fixture

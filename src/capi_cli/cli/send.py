@@ -91,15 +91,21 @@ def send(
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     bar = DeliveryBar(enabled=not (no_progress or st.quiet))
     try:
-        with bar:
-            report = run_send(s, request, on_problem=on_problem, progress=bar.update, stop=stop)
+        try:
+            with bar:
+                report = run_send(s, request, on_problem=on_problem, progress=bar.update, stop=stop)
+        finally:
+            if stream is not None and stream is not sys.stdout:
+                stream.close()
+        if stop.is_set() and report.summary.fatal is None:
+            # A SIGTERM after the last batch left still ends in 130: the caller asked for a stop
+            # and must not read "everything done" (nor be killed by the default handler mid-report).
+            report.summary.interrupted = True
+        if shown > PROBLEM_LINES:
+            print(f"... {shown - PROBLEM_LINES} more problems; `capi validate` lists them all", file=sys.stderr)
+        _render(ctx, report, fmt)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if stream is not None and stream is not sys.stdout:
-            stream.close()
-    if shown > PROBLEM_LINES:
-        print(f"... {shown - PROBLEM_LINES} more problems; `capi validate` lists them all", file=sys.stderr)
-    _render(ctx, report, fmt)
     raise typer.Exit(int(report.exit_code))
 
 
