@@ -1,0 +1,295 @@
+"""Column names to canonical keys (SPEC §4): aliases, `--map FILE.yaml`, `--set KEY=VALUE`.
+
+A record comes out as a flat dict of canonical keys: Meta's own keys (`em`, `ctwa_clid`, `value`,
+...), plus `wa_id`/`bsuid` (used for the referral join) and `custom_data.<name>` for custom
+properties. Records already in Meta's shape (`user_data`, `custom_data`) are flattened the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from capi_cli.errors import UsageError
+from capi_cli.events.rules import (
+    CUSTOM_DATA_FIELDS,
+    HASHED_FIELDS,
+    MESSAGING_ID_FIELDS,
+    PASSTHROUGH_EVENT_FIELDS,
+    UNHASHED_USER_DATA,
+)
+
+# A single value longer than this is an error, not a memory problem (no real field comes close).
+MAX_VALUE_CHARS = 8192
+CUSTOM_PREFIX = "custom_data."
+# Where a mapped record keeps its custom properties: {name: value}.
+CUSTOM_PROPERTIES = "custom_data"
+
+CANONICAL_KEYS: tuple[str, ...] = (
+    "event_name",
+    "event_time",
+    "event_id",
+    "messaging_channel",
+    "action_source",
+    *MESSAGING_ID_FIELDS,
+    "wa_id",
+    "bsuid",
+    *HASHED_FIELDS,
+    *UNHASHED_USER_DATA,
+    *CUSTOM_DATA_FIELDS,
+    *PASSTHROUGH_EVENT_FIELDS,
+)
+
+# Common names for the canonical keys (SPEC §4 table, plus a few spellings seen in exports).
+ALIASES: dict[str, str] = {
+    "event": "event_name",
+    "channel": "messaging_channel",
+    "click_id": "ctwa_clid",
+    "waba_id": "whatsapp_business_account_id",
+    "psid": "page_scoped_user_id",
+    "instagram_business_account_id": "ig_account_id",
+    "igsid": "ig_sid",
+    "whatsapp_id": "wa_id",
+    "business_scoped_user_id": "bsuid",
+    "email": "em",
+    "email_address": "em",
+    "phone": "ph",
+    "phone_number": "ph",
+    "first_name": "fn",
+    "firstname": "fn",
+    "last_name": "ln",
+    "lastname": "ln",
+    "gender": "ge",
+    "date_of_birth": "db",
+    "dob": "db",
+    "birthdate": "db",
+    "city": "ct",
+    "state": "st",
+    "zip": "zp",
+    "zip_code": "zp",
+    "postal_code": "zp",
+    "postcode": "zp",
+    "country_code": "country",
+}
+
+# Keys that may hold several values (`|` in CSV, lists in YAML/JSON).
+MULTI_VALUE_KEYS = frozenset(HASHED_FIELDS)
+
+_NESTED = ("user_data", "custom_data")
+_NONE: list[str] = []  # shared empty result; never appended to
+_CANONICAL_SET = frozenset(CANONICAL_KEYS)
+
+
+def _squeeze(name: str) -> str:
+    return name.strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def resolve_name(name: str) -> str | None:
+    """The canonical key of a column or field name (aliases, any case), or None."""
+    key = _squeeze(name)
+    if key in _CANONICAL_SET:
+        return key
+    if key in ALIASES:
+        return ALIASES[key]
+    for prefix in ("user_data.", CUSTOM_PREFIX):
+        if key.startswith(prefix):
+            inner = key[len(prefix):]
+            inner_key = inner if inner in _CANONICAL_SET else ALIASES.get(inner)
+            if inner_key is not None:
+                return inner_key
+            if prefix == CUSTOM_PREFIX and inner:
+                # A custom property keeps its own spelling (only the prefix is matched loosely).
+                return CUSTOM_PREFIX + name.strip()[len(prefix):]
+    return None
+
+
+def first_value(value: Any) -> str | None:
+    """A field's value as one trimmed string (the first of several), or None when empty."""
+    if type(value) is str:
+        value = value.strip()
+        return value or None
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def load_map(path: str | Path) -> dict[str, str | None]:
+    """A --map file: `{their column name: canonical key or alias (or null to ignore it)}`."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+        data = yaml.safe_load(text)
+    except OSError as exc:
+        raise UsageError(f"--map {path}: cannot read: {exc.strerror}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--map {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--map {path}: expected a mapping like {{'Order Total': value, 'Customer Phone': phone}}")
+    mapping: dict[str, str | None] = {}
+    for column, target in data.items():
+        if target is None:
+            mapping[str(column).strip().lower()] = None
+            continue
+        resolved = resolve_name(str(target))
+        if resolved is None:
+            raise UsageError(
+                f"--map {path}: {column!r} maps to {target!r}, which is not a known field "
+                f"(e.g. em, ph, value, currency, order_id, custom_data.NAME)"
+            )
+        mapping[str(column).strip().lower()] = resolved
+    return mapping
+
+
+def parse_sets(pairs: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """--set KEY=VALUE pairs, keys resolved like column names."""
+    items = pairs.items() if isinstance(pairs, Mapping) else (_split_pair(p) for p in pairs)
+    sets: dict[str, Any] = {}
+    for key, value in items:
+        resolved = resolve_name(str(key))
+        if resolved is None:
+            raise UsageError(f"--set {key}={value}: {key!r} is not a known field (e.g. event_name, currency, channel)")
+        sets[resolved] = value
+    return sets
+
+
+def _split_pair(pair: str) -> tuple[str, str]:
+    key, eq, value = pair.partition("=")
+    if not eq or not key.strip():
+        raise UsageError(f"--set {pair!r}: write KEY=VALUE, e.g. --set currency=EUR")
+    return key.strip(), value
+
+
+class FieldMapper:
+    """Maps one raw record to canonical keys; remembers each column name's resolution."""
+
+    def __init__(self, mapping: Mapping[str, str | None] | None = None, sets: Mapping[str, Any] | None = None):
+        self._mapping = dict(mapping or {})
+        self._sets = dict(sets or {})
+        self._cache: dict[str, str | None] = {}
+        self._ignored: set[str] = set()
+        self._plan: tuple[list[str], list[tuple[int, str]], list[tuple[int, str]], list[str]] | None = None
+
+    def resolve(self, name: str) -> str | None:
+        """The canonical key of a column name, or None when it is unknown (or ignored by the map)."""
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        lowered = name.strip().lower()
+        if lowered in self._mapping:
+            found = self._mapping[lowered]
+            if found is None:
+                self._ignored.add(name)
+        else:
+            found = resolve_name(name)
+        self._cache[name] = found
+        return found
+
+    def is_ignored(self, name: str) -> bool:
+        return name in self._ignored
+
+    def map_record(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+        """(record, unknown column names, canonical keys whose value was too long)."""
+        record: dict[str, Any] = {}
+        unknown: list[str] = []
+        oversized: list[str] = []
+        cache = self._cache
+        for name, value in raw.items():
+            if value is None:
+                continue
+            if type(value) is str:
+                if not value or value.isspace():
+                    continue
+                if len(value) > MAX_VALUE_CHARS:
+                    oversized.append(self.resolve(name) or name)
+                    continue
+            elif name in _NESTED and isinstance(value, Mapping):
+                self._flatten(name, value, record, unknown, oversized)
+                continue
+            key = cache[name] if name in cache else self.resolve(name)
+            if key is None:
+                if name not in self._ignored:
+                    unknown.append(name)
+                continue
+            _put(record, key, value)
+        if self._sets:
+            self._fill(record)
+        return record, unknown, oversized
+
+    def map_row(self, header: list[str], row: list[str]) -> tuple[dict[str, Any], list[str], list[str]]:
+        """Like map_record for a CSV row; the header's resolution is worked out once per file.
+
+        No length check here: the csv module already refuses fields over its limit (128 KiB).
+        """
+        plan = self._plan
+        if plan is None or plan[0] is not header:
+            plan = self._plan = self._make_plan(header)
+        _, simple, merged, unknown = plan
+        record = {key: value for index, key in simple if (value := row[index]) and not value.isspace()}
+        for index, key in merged:
+            value = row[index]
+            if value and not value.isspace():
+                _put(record, key, value)
+        if self._sets:
+            self._fill(record)
+        return record, unknown, _NONE
+
+    def _make_plan(self, header: list[str]) -> tuple[list[str], list[tuple[int, str]], list[tuple[int, str]], list[str]]:
+        simple: list[tuple[int, str]] = []
+        merged: list[tuple[int, str]] = []
+        unknown: list[str] = []
+        counts: dict[str, int] = {}
+        keys = [self.resolve(name) for name in header]
+        for key in keys:
+            if key is not None:
+                counts[key] = counts.get(key, 0) + 1
+        for index, (name, key) in enumerate(zip(header, keys, strict=True)):
+            if key is None:
+                if name and name not in self._ignored:
+                    unknown.append(name)
+            elif counts[key] > 1 or key.startswith(CUSTOM_PREFIX):
+                merged.append((index, key))
+            else:
+                simple.append((index, key))
+        return header, simple, merged, unknown
+
+    def _fill(self, record: dict[str, Any]) -> None:
+        for key, value in self._sets.items():
+            if key.startswith(CUSTOM_PREFIX):
+                properties = record.setdefault(CUSTOM_PROPERTIES, {})
+                properties.setdefault(key[len(CUSTOM_PREFIX):], value)
+            elif key not in record:
+                record[key] = value
+
+    def _flatten(
+        self, section: str, inner: Mapping[str, Any], record: dict[str, Any], unknown: list[str], oversized: list[str]
+    ) -> None:
+        for name, value in inner.items():
+            if value is None or (type(value) is str and (not value or value.isspace())):
+                continue
+            full = f"{section}.{name}"
+            if type(value) is str and len(value) > MAX_VALUE_CHARS:
+                oversized.append(full)
+                continue
+            key = self.resolve(full)
+            if key is None:
+                unknown.append(full)
+                continue
+            _put(record, key, value)
+
+
+def _put(record: dict[str, Any], key: str, value: Any) -> None:
+    if key.startswith(CUSTOM_PREFIX):
+        record.setdefault(CUSTOM_PROPERTIES, {})[key[len(CUSTOM_PREFIX):]] = value
+    elif key not in record:
+        record[key] = value
+    elif key in MULTI_VALUE_KEYS:
+        # Two columns for one field (`email` and `em`): both values are sent.
+        before = record[key]
+        before = before if isinstance(before, list) else [before]
+        record[key] = before + (value if isinstance(value, list) else [value])

@@ -1,0 +1,125 @@
+"""Validation codes, problems, and the validation report (SPEC §6)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from capi_cli.events.pipeline import BuiltEvent
+
+ERROR = "error"
+WARNING = "warning"
+
+# code -> what a user does about it (the human report prints this once per group).
+CODES: dict[str, str] = {
+    "unknown_event_name": "use one of Meta's 14 business-messaging events (Purchase, LeadSubmitted, ...)",
+    "missing_field": "add the column, or --set KEY=VALUE, or the setting named in the message",
+    "missing_identifier": "add the id column, or run `capi extract-referral` on your webhooks first",
+    "event_too_old": "Meta refuses events older than 7 days; leave them out",
+    "event_in_future": "check the time zone of your timestamps (CAPI_TIMEZONE)",
+    "bad_timestamp": "use Unix seconds/milliseconds or ISO 8601",
+    "invalid_email": "fix or remove the address",
+    "invalid_phone": "write the number with its country code, or set CAPI_DEFAULT_COUNTRY",
+    "invalid_country": "use an ISO 3166 country code such as 'us'",
+    "invalid_currency": "use an ISO 4217 code such as USD",
+    "invalid_value": "fix the value",
+    "invalid_date": "write dates as YYYY-MM-DD",
+    "duplicate_event_id": "give each event its own event_id / order_id",
+    "unknown_column": "map it with --map, or ignore this warning",
+    "malformed_record": "fix the row so that it can be read",
+}
+WARNING_CODES = frozenset({"unknown_column"})
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    source: str
+    line: int
+    record: int | None
+    field: str | None
+    code: str
+    severity: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "line": self.line,
+            "record": self.record,
+            "field": self.field,
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+        }
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == ERROR
+
+
+@dataclass
+class Tally:
+    """Counts of a run over the pipeline's output: records, valid, invalid, attributed."""
+
+    valid: int = 0
+    invalid: int = 0
+    attributed: int = 0
+    _last_invalid: tuple[str, int | None] | None = None
+
+    @property
+    def records(self) -> int:
+        return self.valid + self.invalid
+
+    def add(self, item: BuiltEvent | Problem) -> None:
+        if isinstance(item, Problem):
+            if item.is_error:
+                key = (item.source, item.record)
+                # A record's problems come together, so a change of record means a new invalid one.
+                if key != self._last_invalid:
+                    self._last_invalid = key
+                    self.invalid += 1
+            return
+        self.valid += 1
+        if item.attributed:
+            self.attributed += 1
+
+
+@dataclass
+class ValidationReport:
+    tally: Tally = field(default_factory=Tally)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.tally.invalid == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.tally.records,
+            "valid": self.tally.valid,
+            "invalid": self.tally.invalid,
+            "attributed": self.tally.attributed,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+def collect(items: Iterable[BuiltEvent | Problem]) -> ValidationReport:
+    """Run the pipeline to its end, keeping problems and counts but not the events."""
+    report = ValidationReport()
+    for item in items:
+        report.tally.add(item)
+        if isinstance(item, Problem):
+            report.problems.append(item)
+    return report
+
+
+def grouped(problems: Iterable[Problem]) -> Iterator[tuple[str, str, list[Problem]]]:
+    """(code, what to do, problems) per code: errors first, then by how often the code occurs."""
+    groups: dict[str, list[Problem]] = {}
+    for problem in problems:
+        groups.setdefault(problem.code, []).append(problem)
+    order = sorted(groups, key=lambda c: (c in WARNING_CODES, -len(groups[c]), c))
+    for code in order:
+        yield code, CODES.get(code, ""), groups[code]

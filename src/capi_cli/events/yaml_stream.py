@@ -1,0 +1,136 @@
+"""YAML events read node by node through a safe loader, with aliases bounded: an alias bomb is an
+error, not a hang. Scalars follow YAML 1.2, so `NO` (Norway) and `02134` (a zip) stay strings."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import IO, Any
+
+from capi_cli.events import readers as limits
+from capi_cli.events.readers import Broken, Malformed, Record
+
+
+def _yaml_loader() -> type:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """Safe loader with YAML 1.2 scalars: `NO` (Norway) stays a string, `02134` (a zip) too."""
+
+    dropped = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag not in dropped]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
+    # No leading `+`: "+14155550123" is a phone, not a number.
+    Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^-?(?:0|[1-9][0-9]*)$"), list("-0123456789"))
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^-?(?:(?:0|[1-9][0-9]*)\.[0-9]*(?:[eE][-+]?[0-9]+)?|(?:0|[1-9][0-9]*)[eE][-+]?[0-9]+)$"),
+        list("-0123456789"),
+    )
+    return Loader
+
+
+def _expanded_size(node: Any, memo: dict[int, int], active: set[int]) -> int:
+    """Nodes in `node` with every alias expanded; shared nodes are counted each time they appear."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise ValueError("a YAML alias refers to itself")
+    active.add(key)
+    size = 1
+    value = node.value
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, tuple):
+                size += _expanded_size(item[0], memo, active) + _expanded_size(item[1], memo, active)
+            else:
+                size += _expanded_size(item, memo, active)
+            if size > limits.MAX_YAML_NODES:
+                break
+    active.discard(key)
+    memo[key] = size
+    return size
+
+
+def yaml_records(text: IO[str]) -> Iterator[Record]:
+    import yaml
+    from yaml.events import (
+        DocumentEndEvent,
+        MappingEndEvent,
+        MappingStartEvent,
+        SequenceEndEvent,
+        SequenceStartEvent,
+        StreamEndEvent,
+    )
+
+    loader = _yaml_loader()(text)
+
+    def build(node: Any) -> Any:
+        try:
+            size = _expanded_size(node, {}, set())
+        except (ValueError, RecursionError) as exc:
+            raise Broken(node.start_mark.line + 1, f"invalid YAML: {exc}") from None
+        if size > limits.MAX_YAML_NODES:
+            raise Broken(
+                node.start_mark.line + 1,
+                f"record too large once its aliases are expanded (over {limits.MAX_YAML_NODES} nodes)",
+            )
+        return loader.construct_document(node)
+
+    def items() -> Iterator[Record]:
+        loader.get_event()  # SequenceStart
+        while not loader.check_event(SequenceEndEvent):
+            node = loader.compose_node(None, None)
+            value = build(node)
+            line = node.start_mark.line + 1
+            yield (line, value) if isinstance(value, dict) else (
+                line, Malformed(f"expected an event mapping, found {type(value).__name__}")
+            )
+        loader.get_event()
+
+    try:
+        loader.get_event()  # StreamStart
+        while not loader.check_event(StreamEndEvent):
+            loader.get_event()  # DocumentStart
+            if loader.check_event(SequenceStartEvent):
+                yield from items()
+            elif loader.check_event(MappingStartEvent):
+                start = loader.get_event()
+                head: dict[Any, Any] = {}
+                streamed = False
+                while not loader.check_event(MappingEndEvent):
+                    key = build(loader.compose_node(None, None))
+                    if key in ("events", "data") and loader.check_event(SequenceStartEvent):
+                        streamed = True
+                        yield from items()
+                    else:
+                        head[key] = build(loader.compose_node(None, None))
+                loader.get_event()
+                if not streamed and head:
+                    yield start.start_mark.line + 1, {str(k): v for k, v in head.items()}
+            else:
+                node = loader.compose_node(None, None)
+                if build(node) is not None:
+                    raise Broken(node.start_mark.line + 1, "expected a list of events or {events: [...]}")
+            if loader.check_event(DocumentEndEvent):
+                loader.get_event()
+            loader.anchors = {}
+    except Broken as exc:
+        yield exc.line, Malformed(exc.message)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        yield (mark.line + 1 if mark else 1), Malformed(f"invalid YAML: {exc.problem or exc.context}")
+    except yaml.YAMLError as exc:
+        yield 1, Malformed(f"invalid YAML: {exc}")
+    except UnicodeDecodeError:
+        yield 1, Malformed("not UTF-8 text (save the file as UTF-8)")
+    except RecursionError:
+        yield 1, Malformed("invalid YAML: nested too deeply")
+    finally:
+        loader.dispose()
