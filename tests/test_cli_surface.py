@@ -102,6 +102,7 @@ def test_json_shorthand_and_global_options_after_command() -> None:
         "config",
         "show",
     ]
+    assert _hoist_global_options(["--json", "validate", "a.csv"]) == ["validate", "a.csv", "--format", "json"]
     # after `--`, nothing is rewritten
     assert _hoist_global_options(["hash", "em", "--", "-v"]) == ["hash", "em", "--", "-v"]
 

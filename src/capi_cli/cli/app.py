@@ -50,16 +50,19 @@ class CapiGroup(TyperGroup):
 def _hoist_global_options(args: list[str]) -> list[str]:
     front: list[str] = []
     rest: list[str] = []
+    tail: list[str] = []
+    json_flag = False
     seen_command = False
     i = 0
     while i < len(args):
         arg = args[i]
         if arg == "--":
-            rest.extend(args[i:])
+            tail = args[i:]
             break
         name, eq, _ = arg.partition("=")
         if arg == "--json":
-            rest.extend(["--format", "json"])
+            # `--format` belongs to the subcommand, so it goes after the command's own words.
+            json_flag = True
         elif seen_command and name in _GLOBAL_OPTIONS:
             takes_value = _GLOBAL_OPTIONS[name]
             if takes_value and not eq and i + 1 < len(args):
@@ -72,7 +75,11 @@ def _hoist_global_options(args: list[str]) -> list[str]:
                 seen_command = True
             rest.append(arg)
         i += 1
-    return front + rest
+    if json_flag and seen_command:
+        rest.extend(["--format", "json"])
+    elif json_flag:
+        rest.append("--json")  # no command: let the parser say what is wrong
+    return front + rest + tail
 
 
 # "\b" keeps the help formatter from re-wrapping the table.
