@@ -244,3 +244,24 @@ def test_doctor_checks_the_dataset_online(runner, standin, capi_home) -> None:
     assert missing.exit_code == 3 and "FAIL" in missing.stdout
     bad = runner.invoke(app, ["doctor", "--json"], env=send_env(capi_home, standin.url, token="EAAG-NOPE-123"))
     assert bad.exit_code == 3 and "EAAG-NOPE-123" not in bad.output
+
+
+def test_refused_row_without_event_time_is_not_retried_on_rerun(runner, standin, tmp_path, capi_home) -> None:
+    # The row has no event_time, so it is sent with the run's time; that alone must not make
+    # it look edited, or every cron run would retry an unchanged refused row.
+    csv_path = tmp_path / "orders.csv"
+    csv_path.write_text(
+        "event_name,event_id,ctwa_clid,value,currency\nPurchase,bad-1,ARAkPoison,10,TRY\nPurchase,ok-1,ARAkFine,10,TRY\n"
+    )
+    standin.poison = {"bad-1"}
+    assert run(runner, capi_home, standin, "--file", str(csv_path)).exit_code == 1
+    posts = standin.posts
+    time.sleep(1.1)  # the next run's "now" differs
+    again = run(runner, capi_home, standin, "--file", str(csv_path), "--json")
+    assert json.loads(again.stdout)["skipped"] == 2, again.output
+    assert standin.posts == posts
+    # An edited row is tried again.
+    csv_path.write_text(csv_path.read_text().replace("ARAkPoison,10", "ARAkPoison,11"))
+    standin.poison = set()
+    fixed = run(runner, capi_home, standin, "--file", str(csv_path), "--json")
+    assert json.loads(fixed.stdout)["sent"] == 1

@@ -45,6 +45,7 @@ class Head:
     event_time: int | None
     channel: str | None
     event_id: str | None
+    time_given: bool = True  # False: the row had no event_time and it is "now"
 
 
 _sha256 = hashlib.sha256
@@ -146,7 +147,7 @@ class EventBuilder:
             else:
                 # No order id and no time: the row itself is the identity (same row, same id).
                 event_id = derive_event_id(name, "row", json.dumps(record, sort_keys=True, default=str))
-        return Head(name, event_time, channel, event_id)
+        return Head(name, event_time, channel, event_id, raw_time is not None)
 
     def _channel(self, record: dict[str, Any], errors: Errors) -> str | None:
         given = record.get("messaging_channel")

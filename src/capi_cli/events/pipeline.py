@@ -45,7 +45,8 @@ class BuiltEvent:
     """One event ready to send: `payload` is exactly what goes to Meta."""
 
     __slots__ = (
-        "event_name", "event_id", "event_time", "payload", "source", "line", "record", "attributed", "_hash", "_json"
+        "event_name", "event_id", "event_time", "payload", "source", "line", "record", "attributed", "time_given",
+        "_hash", "_json",
     )
 
     def __init__(
@@ -58,6 +59,7 @@ class BuiltEvent:
         line: int,
         record: int,
         attributed: bool,
+        time_given: bool = True,
     ) -> None:
         self.event_name = event_name
         self.event_id = event_id
@@ -67,15 +69,22 @@ class BuiltEvent:
         self.line = line
         self.record = record
         self.attributed = attributed
+        self.time_given = time_given
         self._hash: str | None = None
         self._json: str | None = None
 
     @property
     def payload_hash(self) -> str:
         """SHA-256 hex of `payload_json`: the builder fixes the key order, so the same row always
-        gives the same JSON and the same hash (computed when first asked for)."""
+        gives the same JSON and the same hash (computed when first asked for).
+
+        A row without event_time is sent with the time of the run; that time is left out of the
+        hash, or an unchanged row Meta refused would look edited (and be retried) on every run."""
         if self._hash is None:
-            self._hash = hashlib.sha256(self.payload_json.encode("utf-8")).hexdigest()
+            text = self.payload_json
+            if not self.time_given:
+                text = text.replace(f'"event_time":{self.event_time},', "", 1)
+            self._hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
         return self._hash
 
     @property
@@ -250,4 +259,5 @@ def iter_events(
                 line,
                 index,
                 attributed,
+                head.time_given,
             )
