@@ -13,9 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from capi_cli.cli.app import app
-from capi_cli.cli.ledger_cmd import EVENT_COLUMNS, parse_duration
+from capi_cli.cli.ledger_cmd import parse_duration
 from capi_cli.errors import UsageError
 from capi_cli.ledger import Ledger, LedgerState, PendingEvent
+
+# SPEC §8: the keys of `capi ledger list --format json`, pinned here as the contract.
+EVENT_COLUMNS = ("dataset_id", "event_name", "event_id", "state", "event_time", "attempts", "error_code",
+                 "error_subcode", "error_message", "source", "updated_at")
 
 NOW = int(time.time())
 
@@ -146,3 +150,10 @@ def test_help_has_examples(runner: CliRunner) -> None:
     for command in ("stats", "list", "export", "forget", "prune", "path"):
         result = run(runner, "ledger", command, "--help")
         assert result.exit_code == 0 and "Example" in result.stdout, command
+
+
+def test_cli_state_names_match_the_ledger() -> None:
+    from capi_cli.cli.ledger_cmd import STATES
+    from capi_cli.ledger import LedgerState
+
+    assert STATES == tuple(state.value for state in LedgerState)

@@ -50,6 +50,30 @@ DEFAULTS: dict[str, Any] = {
     "ig_account_field": "ig_account_id",
 }
 
+# Every setting resolved by precedence, in the order `config show` lists them. The token is
+# resolved apart: it never comes from a command-line option.
+RESOLVED_SETTINGS = (
+    "dataset_id",
+    "app_secret",
+    "graph_url",
+    "api_version",
+    "ledger",
+    "whatsapp_business_account_id",
+    "page_id",
+    "ig_account_id",
+    "channel",
+    "default_country",
+    "currency",
+    "timezone",
+    "partner_agent",
+    "batch_size",
+    "concurrency",
+    "timeout",
+    "max_retries",
+    "attribution_window_days",
+    "ig_account_field",
+)
+
 SECRET_SETTINGS = frozenset({"access_token", "app_secret"})
 MAX_BATCH_SIZE = 1000
 
@@ -153,29 +177,7 @@ class Settings:
     def display(self) -> dict[str, Any]:
         """The settings as shown to a user: secrets masked, never their value."""
         shown: dict[str, Any] = {}
-        for name in (
-            "profile",
-            "dataset_id",
-            "access_token",
-            "app_secret",
-            "graph_url",
-            "api_version",
-            "ledger",
-            "whatsapp_business_account_id",
-            "page_id",
-            "ig_account_id",
-            "channel",
-            "default_country",
-            "currency",
-            "timezone",
-            "partner_agent",
-            "batch_size",
-            "concurrency",
-            "timeout",
-            "max_retries",
-            "attribution_window_days",
-            "ig_account_field",
-        ):
+        for name in ("profile", "access_token", *RESOLVED_SETTINGS):
             value = getattr(self, name)
             if name in SECRET_SETTINGS:
                 value = mask(value)
@@ -458,27 +460,7 @@ def load_settings(
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for key in (
-        "dataset_id",
-        "graph_url",
-        "api_version",
-        "ledger",
-        "whatsapp_business_account_id",
-        "page_id",
-        "ig_account_id",
-        "channel",
-        "default_country",
-        "currency",
-        "timezone",
-        "partner_agent",
-        "app_secret",
-        "batch_size",
-        "concurrency",
-        "timeout",
-        "max_retries",
-        "attribution_window_days",
-        "ig_account_field",
-    ):
+    for key in RESOLVED_SETTINGS:
         values[key], sources[key] = _resolve(key, overrides, env, body)
 
     # The token never comes from a plain option: env, then the profile's env var or file.

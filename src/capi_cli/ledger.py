@@ -648,26 +648,7 @@ class Ledger:
         with self._lock, self._errors():
             rows = self._conn.execute(sql, params).fetchall()
         for row in rows:
-            record = dict(
-                zip(
-                    (
-                        "dataset_id",
-                        "event_name",
-                        "event_id",
-                        "state",
-                        "event_time",
-                        "attempts",
-                        "error_code",
-                        "error_subcode",
-                        "error_message",
-                        "source",
-                        "line",
-                        "updated_at",
-                    ),
-                    row,
-                    strict=True,
-                )
-            )
+            record = dict(zip((*EVENT_COLUMNS[:-1], "line", "updated_at"), row, strict=True))
             line = record.pop("line")
             if record["source"] is not None and line is not None:
                 record["source"] = f"{record['source']}:{line}"

@@ -16,21 +16,9 @@ from capi_cli.errors import UsageError
 if TYPE_CHECKING:
     from capi_cli.ledger import Ledger
 
+# The ledger's states (ledger.LedgerState), spelled out so that `capi --version` need not import
+# sqlite3. test_ledger_cli checks that the two agree.
 STATES = ("in_flight", "sent", "rejected", "failed", "uncertain")
-# SPEC §8: the keys of `ledger list --format json`.
-EVENT_COLUMNS = (
-    "dataset_id",
-    "event_name",
-    "event_id",
-    "state",
-    "event_time",
-    "attempts",
-    "error_code",
-    "error_subcode",
-    "error_message",
-    "source",
-    "updated_at",
-)
 TABLE_COLUMNS = ("dataset_id", "event_name", "event_id", "state", "event_time", "attempts", "error_code",
                  "error_subcode", "error_message", "source")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
@@ -155,6 +143,8 @@ def list_cmd(
 
     Example: capi ledger list --status rejected --since 7d --format csv
     """
+    from capi_cli.ledger import EVENT_COLUMNS
+
     records = _events(ctx, _filters(ctx, status, event_name, dataset, since, until), limit)
     if fmt is Format.table:
         render([{**r, "event_time": _iso(r["event_time"])} for r in records], fmt, EVENT_COLUMNS, TABLE_COLUMNS)
@@ -179,6 +169,8 @@ def export_cmd(
 
     Example: capi ledger export --dataset 1234567890 -o ledger.ndjson
     """
+    from capi_cli.ledger import EVENT_COLUMNS
+
     records = _events(ctx, _filters(ctx, status, event_name, dataset, since, until), limit)
     stream = open_output(output)
     try:
