@@ -9,8 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from capi_cli.cli.app import app
-from capi_cli.cli.referrals import parse_since
-from capi_cli.errors import UsageError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
 
@@ -83,10 +81,10 @@ def test_bad_options(stored: CliRunner) -> None:
     assert result.exit_code == 2 and "--since" in result.stderr
 
 
-def test_parse_since() -> None:
-    assert parse_since("2d", now=1_000_000.0) == 1_000_000.0 - 2 * 86400
-    assert parse_since("2026-01-01") == 1767225600
-    assert parse_since("2026-01-01T03:00:00+03:00") == 1767225600
-    assert parse_since("2026-01-01T03:00", "Europe/Istanbul") == 1767225600
-    with pytest.raises(UsageError):
-        parse_since("soon")
+def test_since_is_parsed_like_every_other_since(runner) -> None:
+    bad = runner.invoke(app, ["referrals", "list", "--since", "soon"])
+    assert bad.exit_code == 2 and "--since 'soon'" in bad.stderr
+    ok = runner.invoke(app, ["referrals", "list", "--since", "2026-01-01T03:00", "--json"],
+                       env={"CAPI_TIMEZONE": "Europe/Istanbul"})
+    assert ok.exit_code == 0, ok.output
+

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 import sys
 import time
-from datetime import datetime
-from typing import Any
 
 import typer
 
@@ -50,7 +48,11 @@ def list_cmd(
 
     if channel is not None and channel not in CHANNELS:
         raise UsageError(f"--channel must be one of {', '.join(CHANNELS)}, not {channel!r}")
-    since_seconds = parse_since(since, settings(ctx).timezone) if since else None
+    since_seconds = None
+    if since:
+        from capi_cli.events.times import parse_when, timezone_named
+
+        since_seconds = parse_when(since, time.time(), timezone_named(settings(ctx).timezone), "--since")
     with Ledger.open(settings(ctx).ledger) as ledger:
         records = ledger.list_referrals(channel=channel, since=since_seconds, user=user, limit=limit)
     render(records, fmt, REFERRAL_COLUMNS, TABLE_COLUMNS)
@@ -76,32 +78,3 @@ def lookup_cmd(
     render(records, fmt, REFERRAL_COLUMNS, TABLE_COLUMNS)
     if not records:
         print(f"no referral stored for {user_id.strip()}", file=sys.stderr)
-
-
-def parse_since(value: str, timezone: str | None = None, now: float | None = None) -> float:
-    """Unix seconds of `2d`/`12h`/`30m`/`1w` ago, or of an ISO date/time (naive: in `timezone`)."""
-    text = value.strip().lower()
-    relative = _RELATIVE.fullmatch(text)
-    if relative:
-        return (time.time() if now is None else now) - int(relative[1]) * _UNIT_SECONDS[relative[2]]
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"--since {value!r}: use an ISO date/time (2026-03-01, 2026-03-01T12:00Z) or 2d, 12h"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_zone(timezone))
-    return moment.timestamp()
-
-
-def _zone(name: str | None) -> Any:
-    from datetime import UTC
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    if not name or name.upper() == "UTC":
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return UTC
