@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 
@@ -12,8 +11,6 @@ from capi_cli.cli.common import Format, info, render, settings
 from capi_cli.errors import UsageError
 
 TABLE_COLUMNS = ("channel", "user_id", "ctwa_clid", "ad_id", "business_id", "timestamp", "kind", "origin")
-_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 referrals_app = typer.Typer(
     name="referrals",
