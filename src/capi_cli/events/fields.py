@@ -111,7 +111,9 @@ def first_value(value: Any) -> str | None:
         return value or None
     if isinstance(value, list | tuple):
         value = value[0] if value else None
-    if value is None:
+    if value is None or isinstance(value, dict | list | tuple):
+        # A mapping or nested list where one id belongs (YAML/JSON `ctwa_clid: {a: 1}`) is no value:
+        # str() would send Python's repr to Meta as the click id / order id.
         return None
     text = str(value).strip()
     return text or None

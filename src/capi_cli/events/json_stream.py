@@ -80,10 +80,18 @@ class _JsonStream:
                     raise Broken(self.line_at(exc.pos), f"invalid JSON: {exc.msg}") from None
                 self._fill()
                 continue
+            except ValueError as exc:
+                # Not a JSONDecodeError: Python refuses to read an integer of more than 4300 digits
+                # (a guard against quadratic int parsing); the record is broken, not the program.
+                raise Broken(self.line_at(self.pos), f"invalid JSON: {_number_problem(exc)}") from None
             if end == len(self.buf) and not self.eof and self._fill():
                 continue  # a number cut by the chunk boundary would decode short
             self.pos = end
             return value
+
+
+def _number_problem(exc: ValueError) -> str:
+    return "a number with more than 4300 digits" if "digits" in str(exc) else str(exc).split(":")[0]
 
 
 def json_records(text: IO[str]) -> Iterator[Record]:
@@ -124,6 +132,7 @@ def _json_object(stream: _JsonStream) -> Iterator[Record]:
     start = stream.line_at(stream.pos)
     stream.expect("{", "'{'")
     head: dict[str, Any] = {}
+    not_a_list: Malformed | None = None
     streamed = False
     if stream.peek() == "}":
         stream.pos += 1
@@ -139,9 +148,12 @@ def _json_object(stream: _JsonStream) -> Iterator[Record]:
                 yield from _json_array(stream)
             else:
                 head[key] = stream.value()
+                if key in ("data", "events") and not streamed:
+                    # `{events: 5}` is a list that is not one, not an event with a column `events`.
+                    not_a_list = Malformed(f"'{key}' must be a list of events, found {type(head[key]).__name__}")
             if stream.peek() == "}":
                 stream.pos += 1
                 break
             stream.expect(",", "',' or '}'")
     if not streamed:
-        yield start, head
+        yield start, (not_a_list or head)

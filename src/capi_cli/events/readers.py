@@ -186,6 +186,16 @@ class _Lines:
                 first = False
                 if raw.startswith(b"\xef\xbb\xbf"):
                     raw = raw[3:]
+                elif raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    self.bad[self.number] = "UTF-16 text (save the file as UTF-8)"
+                    yield "\n"
+                    continue
+            if b"\x00" in raw:
+                # NUL is valid UTF-8 and the csv module passes it into values, where it would be sent
+                # to Meta as part of a click id; a NUL in a text export means binary data.
+                self.bad[self.number] = "NUL byte in the line (binary data, not text)"
+                yield "\n"
+                continue
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -205,17 +215,21 @@ def _csv_records(stream: IO[bytes], delimiter: str | None) -> Iterator[Record]:
     pending: list[str] = []
     header_text = ""
     for text in source:  # the header: first non-blank line
+        if lines.bad.get(lines.number):
+            # An overlong or non-UTF-8 first line comes as a blank one; it is the header all the
+            # same, and skipping it would read a file of a million columns as an empty file (exit 0).
+            yield lines.number, Malformed(f"header: {lines.bad[lines.number]}")
+            return
         if text.strip():
             header_text = text
             pending.append(text)
             break
     if not pending:
         return
-    if lines.bad.get(lines.number):
-        yield lines.number, Malformed(f"header: {lines.bad[lines.number]}")
-        return
     header_line = lines.number
-    reader = csv.reader(_chain(pending, source), delimiter=delimiter or _delimiter(header_text))
+    # strict: a quote left open at the end of the file is an error, not one field that swallows
+    # every row after it (the rows would vanish from the report).
+    reader = csv.reader(_chain(pending, source), delimiter=delimiter or _delimiter(header_text), strict=True)
     try:
         header = [name.strip() for name in next(reader)]
     except csv.Error as exc:
@@ -232,7 +246,8 @@ def _csv_records(stream: IO[bytes], delimiter: str | None) -> Iterator[Record]:
             return
         except csv.Error as exc:
             previous = reader.line_num
-            yield start, Malformed(f"unreadable CSV row: {exc}")
+            reason = "a quoted field is never closed" if "end of data" in str(exc) else str(exc)
+            yield start, Malformed(f"unreadable CSV row: {reason}")
             continue
         end = line_offset + reader.line_num
         previous = reader.line_num
@@ -282,6 +297,10 @@ def _ndjson_records(stream: IO[bytes]) -> Iterator[Record]:
             continue
         except RecursionError:
             yield number, Malformed("JSON nested too deeply")
+            continue
+        except ValueError:
+            # Python refuses integers of more than 4300 digits (int_max_str_digits), outside JSONDecodeError.
+            yield number, Malformed("not JSON: a number with more than 4300 digits")
             continue
         if isinstance(value, dict):
             yield number, value

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from capi_cli.events.pipeline import BuiltEvent
 
 ERROR = "error"
+MAX_MESSAGE_CHARS = 300
 WARNING = "warning"
 
 # code -> what a user does about it (the human report prints this once per group).
@@ -42,6 +43,12 @@ class Problem:
     code: str
     severity: str
     message: str
+
+    def __post_init__(self) -> None:
+        # Messages quote the offending value, which can be 8 KiB (a 5000-digit `value`); one
+        # readable line on stderr matters more than the whole value.
+        if len(self.message) > MAX_MESSAGE_CHARS:
+            object.__setattr__(self, "message", self.message[: MAX_MESSAGE_CHARS - 3] + "...")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -58,6 +58,30 @@ def _expanded_size(node: Any, memo: dict[int, int], active: set[int]) -> int:
     return size
 
 
+class _Budget:
+    """The text stream as the YAML loader reads it, with a bound on the characters read for one record.
+
+    PyYAML's pure-Python scanner reads about half a million characters a second, so a 20 MB scalar
+    would take most of a minute; past MAX_RECORD_CHARS since the last record it is an error instead.
+    """
+
+    def __init__(self, text: IO[str]) -> None:
+        self._text = text
+        self.used = 0
+        self.line = 1  # where the record being read starts, for the error
+
+    def read(self, size: int = -1) -> str:
+        chunk = self._text.read(size)
+        self.used += len(chunk)
+        if self.used > limits.MAX_RECORD_CHARS:
+            raise Broken(self.line, f"record larger than {limits.MAX_RECORD_CHARS // 1024} KiB")
+        return chunk
+
+    def start(self, line: int) -> None:
+        self.used = 0
+        self.line = line
+
+
 def yaml_records(text: IO[str]) -> Iterator[Record]:
     import yaml
     from yaml.events import (
@@ -69,7 +93,17 @@ def yaml_records(text: IO[str]) -> Iterator[Record]:
         StreamEndEvent,
     )
 
-    loader = _yaml_loader()(text)
+    budget = _Budget(text)
+    try:
+        # The loader reads (and checks) the first chunk as it is made: NUL or bytes that are not
+        # UTF-8 at the very start fail here, before the loop below.
+        loader = _yaml_loader()(budget)
+    except yaml.YAMLError as exc:
+        yield 1, Malformed(f"invalid YAML: {str(exc).splitlines()[0]}")
+        return
+    except UnicodeDecodeError:
+        yield 1, Malformed("not UTF-8 text (save the file as UTF-8)")
+        return
 
     def build(node: Any) -> Any:
         try:
@@ -81,7 +115,18 @@ def yaml_records(text: IO[str]) -> Iterator[Record]:
                 node.start_mark.line + 1,
                 f"record too large once its aliases are expanded (over {limits.MAX_YAML_NODES} nodes)",
             )
-        return loader.construct_document(node)
+        try:
+            value = loader.construct_document(node)
+        except ValueError as exc:
+            # Python refuses to read integers of more than 4300 digits (int_max_str_digits).
+            if "digits" in str(exc):
+                raise Broken(node.start_mark.line + 1, "invalid YAML: a number with more than 4300 digits") from None
+            raise Broken(node.start_mark.line + 1, "invalid YAML: a value that does not fit its tag") from None
+        except (IndexError, TypeError, OverflowError, AttributeError):
+            # PyYAML's own constructors fail this way on explicit tags with odd values (`!!int ''`).
+            raise Broken(node.start_mark.line + 1, "invalid YAML: a value that does not fit its tag") from None
+        budget.start(node.end_mark.line + 1)
+        return value
 
     def items() -> Iterator[Record]:
         loader.get_event()  # SequenceStart
@@ -89,6 +134,9 @@ def yaml_records(text: IO[str]) -> Iterator[Record]:
             node = loader.compose_node(None, None)
             value = build(node)
             line = node.start_mark.line + 1
+            if isinstance(value, dict) and not all(type(k) is str for k in value):
+                # `1: x`, `null: x`, `2026-03-01: x`: YAML keys need not be text; column names are.
+                value = {str(k): v for k, v in value.items()}
             yield (line, value) if isinstance(value, dict) else (
                 line, Malformed(f"expected an event mapping, found {type(value).__name__}")
             )
@@ -105,14 +153,22 @@ def yaml_records(text: IO[str]) -> Iterator[Record]:
                 head: dict[Any, Any] = {}
                 streamed = False
                 while not loader.check_event(MappingEndEvent):
-                    key = build(loader.compose_node(None, None))
+                    key_node = loader.compose_node(None, None)
+                    key = build(key_node)
+                    if isinstance(key, list | dict):  # `? [a, b]` / `{[]: 1}`: cannot be a column name
+                        raise Broken(key_node.start_mark.line + 1, "invalid YAML: a list or mapping as a key")
                     if key in ("events", "data") and loader.check_event(SequenceStartEvent):
                         streamed = True
                         yield from items()
                     else:
                         head[key] = build(loader.compose_node(None, None))
                 loader.get_event()
-                if not streamed and head:
+                wrong = next((k for k in ("events", "data") if k in head), None)
+                if not streamed and wrong is not None:
+                    # `events: 5` is a list that is not one, not an event with a column `events`.
+                    kind = type(head[wrong]).__name__
+                    yield start.start_mark.line + 1, Malformed(f"'{wrong}' must be a list of events, found {kind}")
+                elif not streamed and head:
                     yield start.start_mark.line + 1, {str(k): v for k, v in head.items()}
             else:
                 node = loader.compose_node(None, None)
@@ -126,8 +182,8 @@ def yaml_records(text: IO[str]) -> Iterator[Record]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         yield (mark.line + 1 if mark else 1), Malformed(f"invalid YAML: {exc.problem or exc.context}")
-    except yaml.YAMLError as exc:
-        yield 1, Malformed(f"invalid YAML: {exc}")
+    except yaml.YAMLError as exc:  # ReaderError (NUL, control characters): its text spans lines
+        yield 1, Malformed(f"invalid YAML: {str(exc).splitlines()[0]}")
     except UnicodeDecodeError:
         yield 1, Malformed("not UTF-8 text (save the file as UTF-8)")
     except RecursionError:

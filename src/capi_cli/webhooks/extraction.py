@@ -60,8 +60,14 @@ def _run(
             found_any = False
             for delivery in deliveries(doc):
                 found_any = True
+                if isinstance(delivery, Unreadable):
+                    stats.unreadable += 1
+                    yield delivery
+                    continue
                 stats.deliveries += 1
-                records = referrals_of(delivery, channel, stats)
+                # A referral with neither a user id nor a click id (sender `NaN`, `{}`, a list) can
+                # never be joined to an event: it is a broken delivery, not a record to store.
+                records = [r for r in referrals_of(delivery, channel, stats) if _identifies(r)]
                 if not records:
                     stats.skipped += 1
                     continue
@@ -97,6 +103,10 @@ def referrals_of(delivery: Delivery, channel_hint: str | None, stats: ExtractSta
         return []
     stats.messages += messages
     return records
+
+
+def _identifies(record: Referral) -> bool:
+    return bool(record.user_id or record.wa_id or record.bsuid or record.ctwa_clid)
 
 
 def dedup_key(record: Referral) -> bytes:

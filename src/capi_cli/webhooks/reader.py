@@ -38,6 +38,7 @@ _FORM = re.compile(r"[A-Za-z0-9_.%\[\]-]+=[^&\s]*(?:&[A-Za-z0-9_.%\[\]-]+=[^&\s]
 # Where to pick up again after a broken multi-line document: the next line opening a document.
 _RESYNC = re.compile(r"\n(?=[{\[])")
 _DECODER = json.JSONDecoder()
+_HUGE_NUMBER = "invalid JSON: a number with more than 4300 digits"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,9 @@ def read_stream(name: str, stream: IO[bytes]) -> Iterator[Document | Unreadable]
     reader: IO[bytes] = io.BufferedReader(_Prefixed(head, stream), buffer_size=1 << 20)
     if head.startswith(_GZIP_MAGIC):
         reader = gzip.GzipFile(fileobj=reader, mode="rb")  # type: ignore[assignment]
+    elif head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        yield Unreadable(name, 1, "UTF-16 text; convert the file to UTF-8")
+        return
     elif b"\x00" in head:
         yield Unreadable(name, 1, "binary file, not a webhook dump")
         return
@@ -234,7 +238,10 @@ def _parse_line(name: str, number: int, line: str) -> Iterator[Document | Unread
     if not text:
         return
     if text[0] not in '{["' and _FORM.fullmatch(text):
-        yield Document(form_fields(text), name, number)
+        try:
+            yield Document(form_fields(text), name, number)
+        except ValueError:
+            yield Unreadable(name, number, "form body whose %-escapes are not UTF-8 text")
         return
     pos, end = 0, len(text)
     while pos < end:
@@ -245,6 +252,9 @@ def _parse_line(name: str, number: int, line: str) -> Iterator[Document | Unread
             return
         except RecursionError:
             yield Unreadable(name, number, "JSON nested too deeply")
+            return
+        except ValueError:  # an integer of more than 4300 digits (Python's int_max_str_digits)
+            yield Unreadable(name, number, _HUGE_NUMBER)
             return
         yield Document(value, name, number)
         pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
@@ -300,6 +310,10 @@ def _parse_text(name: str, lines: Iterator[tuple[int, str | Unreadable]]) -> Ite
             yield Unreadable(name, lines_at(pos), "JSON nested too deeply")
             pos, in_array = _resync(text, pos), False
             continue
+        except ValueError:  # an integer of more than 4300 digits (Python's int_max_str_digits)
+            yield Unreadable(name, lines_at(pos), _HUGE_NUMBER)
+            pos, in_array = _resync(text, pos), False
+            continue
         yield Document(value, name, lines_at(pos))
         pos = after
         if in_array:
@@ -338,9 +352,13 @@ def _json_reason(exc: json.JSONDecodeError, text: str) -> str:
 
 
 def form_fields(body: str) -> dict[str, str]:
-    """A form-encoded body as a dict; a repeated field keeps its first value."""
+    """A form-encoded body as a dict; a repeated field keeps its first value.
+
+    Raises ValueError (UnicodeDecodeError) when a %-escape decodes to bytes that are not UTF-8:
+    the default `replace` would turn `ReferralCtwaClid=%FF` into a click id of U+FFFD and store it.
+    """
     found: dict[str, str] = {}
-    for key, value in parse_qsl(body, keep_blank_values=True):
+    for key, value in parse_qsl(body, keep_blank_values=True, errors="strict"):
         found.setdefault(key, value)
     return found
 

@@ -75,7 +75,8 @@ def iso_timestamp(value: Any) -> str | None:
         return None
     if isinstance(value, str):
         value = value.strip()
-        if not value.isascii() or not value.isdigit():
+        # 20 digits is far past any date; int() of a string over 4300 digits raises ValueError.
+        if not value.isascii() or not value.isdigit() or len(value) > 20:
             return None
         number = int(value)
     elif isinstance(value, int):

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from capi_cli.webhooks import shapes
-from capi_cli.webhooks.model import Delivery, Document
+from capi_cli.webhooks.model import Delivery, Document, Unreadable
 from capi_cli.webhooks.reader import form_fields, looks_like_form
 
 # Where loggers put the body, most faithful first: a raw string beats a re-serialized object.
@@ -49,21 +49,35 @@ SIGNATURE_HEADER = "x-hub-signature-256"
 _MAX_DEPTH = 12
 
 
-def deliveries(doc: Document) -> Iterator[Delivery]:
-    """Every webhook payload inside one document (none when it is not a webhook dump)."""
-    for payload, raw, signature in _walk(doc.value, None, None, 0):
+class _BrokenBody:
+    """A logged body that starts like a JSON object but does not parse: a delivery cut short."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def deliveries(doc: Document) -> Iterator[Delivery | Unreadable]:
+    """Every webhook payload inside one document (none when it is not a webhook dump); a body
+    that is broken JSON comes as an Unreadable, so a truncated delivery is not skipped silently."""
+    for found in _walk(doc.value, None, None, 0):
+        if isinstance(found, _BrokenBody):
+            yield Unreadable(doc.source, doc.line, found.reason)
+            continue
+        payload, raw, signature = found
         yield Delivery(payload, doc.source, doc.line, raw, signature)
 
 
 def _walk(
     value: Any, raw: bytes | None, signature: str | None, depth: int
-) -> Iterator[tuple[dict[str, Any], bytes | None, str | None]]:
+) -> Iterator[tuple[dict[str, Any], bytes | None, str | None] | _BrokenBody]:
     if depth > _MAX_DEPTH:
         return
     if isinstance(value, str):
         parsed = _parse_body(value)
         if parsed is not None:
             yield from _walk(parsed, value.encode("utf-8", "surrogatepass"), signature, depth + 1)
+        elif value.lstrip().startswith("{"):
+            yield _BrokenBody(_broken_reason(value))
         return
     if isinstance(value, list):
         for item in value:
@@ -99,8 +113,23 @@ def _parse_body(body: str) -> Any:
         except (ValueError, RecursionError):
             return None
     if looks_like_form(stripped):
-        return form_fields(stripped)
+        try:
+            return form_fields(stripped)
+        except ValueError:  # %-escapes that are not UTF-8
+            return None
     return None
+
+
+def _broken_reason(body: str) -> str:
+    try:
+        json.loads(body)
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(body.rstrip()) or exc.msg.startswith("Unterminated string"):
+            return "logged body is truncated JSON: the delivery was cut short"
+        return f"logged body is not valid JSON: {exc.msg} (column {exc.colno})"
+    except (ValueError, RecursionError):
+        pass
+    return "logged body is not valid JSON"
 
 
 def _from_base64(body: str) -> str | None:
