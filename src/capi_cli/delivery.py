@@ -16,13 +16,14 @@ import random
 import threading
 import time
 import uuid
-from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from capi_cli.errors import ExitCode, SetupError, UsageError, worst
+from capi_cli.events.jsontext import payload_json
+from capi_cli.events.keyset import KeySet
 from capi_cli.graph import MAX_EVENTS_PER_REQUEST, Outcome, OutcomeKind
 from capi_cli.ledger import LedgerState, PendingEvent
 
@@ -184,54 +185,42 @@ class DeliveryProgress:
 ProgressCallback = Callable[[DeliveryProgress], None]
 
 
-class _KeySet:
-    """The event keys seen in this run, 8 bytes a slot: a set of tuples would cost ~150 bytes a key,
-    too much for a million-row file. A 64-bit hash collision (~1e-8 at a million keys) would skip
-    one event as a duplicate; hash() is stable within the process, which is all a run needs."""
-
-    def __init__(self) -> None:
-        self._slots = array("Q", bytes(8 * 1024))
-        self._mask = 1023
-        self._count = 0
-
-    def add(self, key: tuple[str, str]) -> bool:
-        """Add key; False if it was already there."""
-        h = (hash(key) & 0xFFFFFFFFFFFFFFFF) or 1
-        slots, mask = self._slots, self._mask
-        i = h & mask
-        while True:
-            value = slots[i]
-            if value == 0:
-                slots[i] = h
-                self._count += 1
-                if self._count * 2 > len(slots):
-                    self._grow()
-                return True
-            if value == h:
-                return False
-            i = (i + 1) & mask
-
-    def _grow(self) -> None:
-        old = self._slots
-        self._slots = array("Q", bytes(16 * len(old)))
-        self._mask = len(self._slots) - 1
-        slots, mask = self._slots, self._mask
-        for h in old:
-            if h:
-                i = h & mask
-                while slots[i]:
-                    i = (i + 1) & mask
-                slots[i] = h
-
-
-def ledger_skip(ledger: Ledger, dataset_id: str, *, resend: bool = False) -> Callable[[str, str], bool]:
+class LedgerSkip:
     """The events pipeline's `skip` hook: True for events the ledger says were sent, so a re-run
-    does not even normalize and hash them. Other states are left to deliver (which counts them)."""
+    does not even normalize and hash them. Other states are left to deliver (which counts them).
 
-    def skip(event_name: str, event_id: str) -> bool:
-        return not resend and ledger.state_of(dataset_id, event_name, event_id) is LedgerState.SENT
+    `worker_spec` lets the pipeline's worker processes ask the ledger themselves (in batches);
+    they report what they skipped to `note_skipped`, so `skipped` counts both ways."""
 
-    return skip
+    def __init__(self, ledger: Ledger, dataset_id: str, *, resend: bool = False) -> None:
+        self.ledger = ledger
+        self.dataset_id = dataset_id
+        self.resend = resend
+        self.skipped = 0
+
+    @property
+    def worker_spec(self) -> tuple[str, str] | None:
+        path = getattr(self.ledger, "path", None)
+        return None if self.resend or path is None else (str(path), self.dataset_id)
+
+    def __call__(self, event_name: str, event_id: str) -> bool:
+        if not self.resend and self.ledger.state_of(self.dataset_id, event_name, event_id) is LedgerState.SENT:
+            self.skipped += 1
+            return True
+        return False
+
+    def note_skipped(self, event_name: str, event_id: str) -> None:
+        self.skipped += 1
+
+
+def _json_of(event: DeliverableEvent) -> str:
+    """The event's payload as compact JSON: its own text when it has one (BuiltEvent.payload_json)."""
+    text = getattr(event, "payload_json", None)
+    return text if type(text) is str else payload_json(event.payload)
+
+
+def ledger_skip(ledger: Ledger, dataset_id: str, *, resend: bool = False) -> LedgerSkip:
+    return LedgerSkip(ledger, dataset_id, resend=resend)
 
 
 def deliver(
@@ -244,11 +233,15 @@ def deliver(
     progress: ProgressCallback | None = None,
     sink: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
     stop: threading.Event | None = None,
+    sink_text: Callable[[Sequence[str]], None] | None = None,
+    keys_unique: bool = False,
 ) -> DeliverySummary:
     """Send `events` (consumed lazily) to `dataset_id` exactly once, recording each in `ledger`.
 
     `sink` receives each batch's payloads, in the calling thread, as they leave (or would leave,
-    in a dry run): `send -o FILE`. Setting `stop` (e.g. from a SIGTERM handler) stops taking new
+    in a dry run): `send -o FILE`; `sink_text` the same as compact JSON text (the event's
+    `payload_json` when it has one: nothing is serialized twice). `keys_unique`: the caller
+    already refused repeated keys (the events pipeline does), so no second set of keys is kept. Setting `stop` (e.g. from a SIGTERM handler) stops taking new
     batches; Ctrl-C does the same. In-flight requests are settled before returning, then
     `summary.interrupted` (exit 130) or `summary.fatal` (exit 3) says why the run ended early.
     Call under `ledger.send_lock()`, after `ledger.recover_in_flight()`.
@@ -257,7 +250,9 @@ def deliver(
     options.check()
     if not options.dry_run and (ledger is None or client is None):
         raise ValueError("deliver needs a ledger and a client unless dry_run")
-    return _Delivery(ledger, client, dataset_id, options, progress, sink, stop or threading.Event()).run(events)
+    return _Delivery(
+        ledger, client, dataset_id, options, progress, sink, stop or threading.Event(), sink_text, keys_unique
+    ).run(events)
 
 
 class _Delivery:
@@ -270,6 +265,8 @@ class _Delivery:
         progress: ProgressCallback | None,
         sink: Callable[[Sequence[Mapping[str, Any]]], None] | None,
         stop: threading.Event,
+        sink_text: Callable[[Sequence[str]], None] | None = None,
+        keys_unique: bool = False,
     ) -> None:
         self.ledger = ledger
         self.client = client
@@ -277,10 +274,11 @@ class _Delivery:
         self.options = options
         self.progress = progress
         self.sink = sink
+        self.sink_text = sink_text
         self.stop = stop
         self.summary = DeliverySummary(dry_run=options.dry_run)
         self._lock = threading.Lock()
-        self._seen = _KeySet()
+        self._seen = None if keys_unique else KeySet()
         self._run_id = uuid.uuid4().hex[:8]
         self._batch_number = 0
         self._successes = 0
@@ -346,7 +344,7 @@ class _Delivery:
         for event in candidates:
             summary.delivered_events += 1
             key = (event.event_name, event.event_id)
-            if not self._seen.add(key):
+            if self._seen is not None and self._seen.add(f"{event.event_name}\x1f{event.event_id}"):
                 summary.skipped += 1
                 summary.duplicates += 1
                 continue
@@ -393,8 +391,7 @@ class _Delivery:
         events = list(batch)
         if self.options.dry_run or executor is None:
             self.summary.batches += 1
-            if self.sink is not None:
-                self.sink([e.payload for e in events])
+            self._write(events)
             self.summary.requests += 1
             self.summary.sent += len(events)
             return
@@ -413,8 +410,7 @@ class _Delivery:
 
     def _submit(self, events: list[DeliverableEvent], executor: ThreadPoolExecutor) -> None:
         self.summary.batches += 1
-        if self.sink is not None:
-            self.sink([e.payload for e in events])
+        self._write(events)
         self._batch_number += 1
         batch_id = f"{self._run_id}-{self._batch_number:06d}"
         with self._lock:
@@ -423,6 +419,12 @@ class _Delivery:
         self._futures.add(future)
         future.add_done_callback(self._batch_done)
         self._futures = {f for f in self._futures if not f.done()}
+
+    def _write(self, events: Sequence[DeliverableEvent]) -> None:
+        if self.sink is not None:
+            self.sink([e.payload for e in events])
+        if self.sink_text is not None:
+            self.sink_text([_json_of(e) for e in events])
 
     def _batch_done(self, future: Future[None]) -> None:
         with self._lock:
@@ -473,7 +475,10 @@ class _Delivery:
         pending = [PendingEvent(e.event_name, e.event_id, e.event_time, e.source, e.line, e.payload_hash)
                    for e in events]
         keys = [(e.event_name, e.event_id) for e in events]
-        payloads = [e.payload for e in events]
+        # A client that takes the events' JSON text saves decoding and encoding each payload again.
+        send_json = getattr(self.client, "send_events_json", None)
+        payloads: list[Any] = ([_json_of(e) for e in events] if send_json is not None
+                               else [e.payload for e in events])
         attempt = 0
         while True:
             if self.stop.is_set() or not self._wait_for_pause():
@@ -485,7 +490,10 @@ class _Delivery:
                         self.summary.failed += n
                 return
             ledger.begin_batch(self.dataset_id, batch_id, pending)
-            outcome = self.client.send_events(self.dataset_id, payloads)
+            if send_json is not None:
+                outcome = send_json(self.dataset_id, payloads)
+            else:
+                outcome = self.client.send_events(self.dataset_id, payloads)
             with self._lock:
                 self.summary.requests += 1
             kind = outcome.kind

@@ -389,14 +389,28 @@ class GraphClient:
         if len(events) > MAX_EVENTS_PER_REQUEST:
             raise ValueError(f"at most {MAX_EVENTS_PER_REQUEST} events per request")
         content = json.dumps(self.request_body(events), ensure_ascii=False, separators=(",", ":")).encode()
+        return self._post_events(dataset_id, content, len(events))
+
+    def send_events_json(self, dataset_id: str, texts: Sequence[str]) -> Outcome:
+        """send_events for events already serialized (each as compact JSON, as the events pipeline
+        writes them): the same request body byte for byte, without decoding and encoding again."""
+        if not texts:
+            return Outcome(OutcomeKind.SUCCESS, events_received=0)
+        if len(texts) > MAX_EVENTS_PER_REQUEST:
+            raise ValueError(f"at most {MAX_EVENTS_PER_REQUEST} events per request")
+        rest = self.request_body(())
+        del rest["data"]
+        tail = "," + json.dumps(rest, ensure_ascii=False, separators=(",", ":"))[1:] if rest else "}"
+        content = ('{"data":[' + ",".join(texts) + "]" + tail).encode()
+        return self._post_events(dataset_id, content, len(texts))
+
+    def _post_events(self, dataset_id: str, content: bytes, count: int) -> Outcome:
         headers = {**self._headers(), "Content-Type": "application/json"}
         try:
             response = self._http.post(self.events_url(dataset_id), content=content, headers=headers)
         except httpx.HTTPError as exc:
             return self._masked(classify_exception(exc))
-        return self._masked(
-            classify_response(response.status_code, response.headers, response.content, len(events))
-        )
+        return self._masked(classify_response(response.status_code, response.headers, response.content, count))
 
     def check_dataset(self, dataset_id: str) -> DatasetCheck:
         """GET the dataset (for `capi doctor`): ok, or the SetupError that says what to fix."""

@@ -85,12 +85,12 @@ class _Counter:
             yield item
 
 
-def _write_ndjson(stream: IO[str]) -> Callable[[Sequence[Any]], None]:
-    import json
+def _write_ndjson(stream: IO[str]) -> Callable[[Sequence[str]], None]:
+    """`-o FILE`: each batch's events as the pipeline serialized them, one a line."""
 
-    def sink(payloads: Sequence[Any]) -> None:
-        for payload in payloads:
-            stream.write(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+    def sink(texts: Sequence[str]) -> None:
+        if texts:
+            stream.write("\n".join(texts))
             stream.write("\n")
 
     return sink
@@ -200,9 +200,13 @@ def run_send(
 def _has_errors(settings: Settings, request: SendRequest) -> bool:
     if any(name == "-" for name in request.files):
         raise UsageError("--strict reads the input twice and cannot be used with stdin (-)")
-    for item in iter_events(request.files, settings, request.build):
-        if isinstance(item, Problem) and item.severity == "error":
-            return True
+    items = iter_events(request.files, settings, request.build)
+    try:
+        for item in items:
+            if isinstance(item, Problem) and item.severity == "error":
+                return True
+    finally:
+        items.close()
     return False
 
 
@@ -219,31 +223,25 @@ def _run(
     progress: Callable[[DeliveryProgress], None] | None,
     stop: threading.Event | None,
 ) -> SendReport:
-    skip = None
-    skipped_early = 0
-    if ledger is not None and not request.resend:
-        is_sent = ledger_skip(ledger, dataset_id)
-
-        def skip(event_name: str, event_id: str) -> bool:
-            nonlocal skipped_early
-            if is_sent(event_name, event_id):
-                skipped_early += 1
-                return True
-            return False
-
+    skip = ledger_skip(ledger, dataset_id) if ledger is not None and not request.resend else None
     events = iter_events(request.files, settings, request.build, referrals=ledger, skip=skip)
     counter = _Counter(events, keep)
     sink = _write_ndjson(request.output) if request.output is not None else None
-    summary = deliver(
-        counter,
-        ledger=ledger,
-        client=client,
-        dataset_id=dataset_id,
-        options=options,
-        progress=progress,
-        sink=sink,
-        stop=stop,
-    )
+    try:
+        summary = deliver(
+            counter,
+            ledger=ledger,
+            client=client,
+            dataset_id=dataset_id,
+            options=options,
+            progress=progress,
+            sink_text=sink,
+            stop=stop,
+            keys_unique=True,  # iter_events reports a repeated key as duplicate_event_id
+        )
+    finally:
+        events.close()  # worker processes, if any, stop now rather than when collected
+    skipped_early = skip.skipped if skip is not None else 0
     summary.read = counter.read + skipped_early
     summary.invalid = counter.invalid
     summary.attributed = counter.attributed

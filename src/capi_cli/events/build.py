@@ -73,6 +73,10 @@ def _values(value: Any) -> list[str]:
 
 
 class EventBuilder:
+    # The settings read here (worker processes get these and nothing else, no secrets).
+    SETTINGS = ("default_country", "timezone", "ig_account_field", "channel", "currency",
+                "whatsapp_business_account_id", "page_id", "ig_account_id")
+
     def __init__(
         self,
         settings: Any,

@@ -29,35 +29,62 @@ def json_value(value: Any) -> str:
     if kind is float and _isfinite(value):
         return _float_repr(value)
     if kind is dict:
-        try:
-            return "{" + ",".join([quote(key) + ":" + json_value(item) for key, item in value.items()]) + "}"
-        except TypeError:  # a key that is not a string: json's own rules
-            return _dumps(value)
+        return _object(value)
     if kind is list:
         return "[" + ",".join(map(json_value, value)) + "]"
     return _dumps(value)  # True/False/None, NaN, tuples: json's own rules
 
 
+def _object(value: dict[Any, Any]) -> str:
+    parts = []
+    for key, item in value.items():
+        if type(key) is not str:
+            return _dumps(value)  # a key that is not a string: json's own rules
+        kind = type(item)
+        if kind is str:
+            parts.append(f"{quote(key)}:{quote(item)}")
+        elif kind is int:
+            parts.append(f"{quote(key)}:{_int_repr(item)}")
+        else:
+            parts.append(f"{quote(key)}:{json_value(item)}")
+    return "{" + ",".join(parts) + "}"
+
+
+def _user_data(value: dict[Any, Any]) -> str:
+    parts = []
+    for name, item in value.items():
+        if name in HEX_LISTS and type(item) is list and item:
+            # Hashed fields hold lowercase hex only (the builder guarantees it): no escaping.
+            if len(item) == 1:
+                parts.append(f'{KEYS[name]}["{item[0]}"]')
+            else:
+                joined = '","'.join(item)
+                parts.append(f'{KEYS[name]}["{joined}"]')
+        elif type(item) is str:
+            parts.append(f"{KEYS.get(name) or _key(name)}{quote(item)}")
+        else:
+            parts.append(f"{KEYS.get(name) or _key(name)}{json_value(item)}")
+    return "{" + ",".join(parts) + "}"
+
+
 def payload_json(payload: Mapping[str, Any]) -> str:
     """Exactly `json.dumps(payload, ensure_ascii=False, separators=(",", ":"))`, faster for event
-    payloads. The hashed fields of `user_data` hold lowercase hex only (the builder guarantees it),
-    which needs no escaping."""
-    out = []
+    payloads."""
+    parts = []
     for key, value in payload.items():
-        prefix = KEYS.get(key) or _key(key)
-        if type(value) is str:
-            out.append(prefix + quote(value))
-        elif key == "user_data" and type(value) is dict:
-            fields = []
-            for name, item in value.items():
-                if name in HEX_LISTS and type(item) is list and item:
-                    fields.append(KEYS[name] + '["' + '","'.join(item) + '"]')
-                else:
-                    fields.append((KEYS.get(name) or _key(name)) + json_value(item))
-            out.append('"user_data":{' + ",".join(fields) + "}")
+        kind = type(value)
+        if kind is str:
+            parts.append(f"{KEYS.get(key) or _key(key)}{quote(value)}")
+        elif kind is int:
+            parts.append(f"{KEYS.get(key) or _key(key)}{_int_repr(value)}")
+        elif kind is dict:
+            if key == "user_data":
+                parts.append(f'"user_data":{_user_data(value)}')
+            else:
+                parts.append(f"{KEYS.get(key) or _key(key)}{_object(value)}")
         else:
-            out.append(prefix + json_value(value))
-    return "{" + ",".join(out) + "}"
+            parts.append(f"{KEYS.get(key) or _key(key)}{json_value(value)}")
+    return "{" + ",".join(parts) + "}"
 
 
 def _key(key: Any) -> str:

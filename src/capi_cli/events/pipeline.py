@@ -1,23 +1,29 @@
 """Reading → mapping → validating → building: the events `validate` checks and `send` sends.
 
-`iter_events` streams: it holds one record at a time plus a compact set of the event ids seen
-(8 bytes each), so memory stays flat with file size.
+`iter_events` streams: it holds a few records at a time plus one compact set of the event ids
+seen (events.keyset, 8-16 bytes each), so memory stays flat with file size.
+
+Large files are built in worker processes (events.parallel): this process reads the records and
+makes every decision that depends on order (duplicates, `skip`, `--limit`, warnings once per
+column); the workers map, normalize, hash and serialize. Both ways give the same items in the
+same order; CAPI_WORKERS=0 forces one process.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
-from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from capi_cli.events.build import EventBuilder, ReferralStore
+from capi_cli.events.build import EventBuilder, Head, ReferralStore
 from capi_cli.events.fields import FieldMapper, load_map, parse_sets
 from capi_cli.events.jsontext import payload_json
+from capi_cli.events.keyset import KeySet
 from capi_cli.events.readers import Malformed, read_records, source_name
 from capi_cli.events.times import parse_when
 from capi_cli.events.validate import ERROR, WARNING, Problem
@@ -25,6 +31,18 @@ from capi_cli.events.validate import ERROR, WARNING, Problem
 __all__ = ["BuildOptions", "BuiltEvent", "Problem", "iter_events", "payload_json"]
 
 When = int | float | datetime | str | None
+Errors = list[tuple[str | None, str, str]]
+
+# What becomes of one record before the order-dependent decisions (Stager.stage).
+MALFORMED = 0  # unreadable: errors holds the message
+NESTED = 1  # values nested too deeply
+OUT = 2  # outside --since/--until
+ROW = 3  # head read; the body is built next (here, or already by a worker)
+SENT = 4  # a worker found it `sent` in the ledger and built no body
+LOCAL = 5  # a worker could not take it (too deep to pickle): staged here instead
+NESTED_MESSAGE = "values nested too deeply"
+
+SeenIds = KeySet  # the name tests and older callers know
 
 
 @dataclass
@@ -42,10 +60,13 @@ class BuildOptions:
 
 
 class BuiltEvent:
-    """One event ready to send: `payload` is exactly what goes to Meta."""
+    """One event ready to send: `payload` is exactly what goes to Meta.
+
+    An event built by a worker process arrives as its JSON text; `payload` is parsed from it
+    only if someone asks (the NDJSON output and the ledger hash use the text as it is)."""
 
     __slots__ = (
-        "event_name", "event_id", "event_time", "payload", "source", "line", "record", "attributed", "time_given",
+        "event_name", "event_id", "event_time", "_payload", "source", "line", "record", "attributed", "time_given",
         "_hash", "_json",
     )
 
@@ -54,24 +75,33 @@ class BuiltEvent:
         event_name: str,
         event_id: str,
         event_time: int,
-        payload: dict[str, Any],
+        payload: dict[str, Any] | None,
         source: str,
         line: int,
         record: int,
         attributed: bool,
         time_given: bool = True,
+        json_text: str | None = None,
     ) -> None:
+        if payload is None and json_text is None:
+            raise ValueError("BuiltEvent needs its payload or its JSON text")
         self.event_name = event_name
         self.event_id = event_id
         self.event_time = event_time
-        self.payload = payload
+        self._payload = payload
         self.source = source
         self.line = line
         self.record = record
         self.attributed = attributed
         self.time_given = time_given
         self._hash: str | None = None
-        self._json: str | None = None
+        self._json = json_text
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        if self._payload is None:
+            self._payload = json.loads(self._json)  # type: ignore[arg-type]
+        return self._payload
 
     @property
     def payload_hash(self) -> str:
@@ -91,56 +121,11 @@ class BuiltEvent:
     def payload_json(self) -> str:
         """The payload as compact JSON (UTF-8, no spaces): write this rather than json.dumps(payload)."""
         if self._json is None:
-            self._json = payload_json(self.payload)
+            self._json = payload_json(self._payload)  # type: ignore[arg-type]
         return self._json
 
     def __repr__(self) -> str:
         return f"BuiltEvent({self.event_name!r}, {self.event_id!r}, {self.source}:{self.line})"
-
-
-class SeenIds:
-    """A set of 64-bit fingerprints in one flat array (open addressing): 8-16 bytes an id."""
-
-    __slots__ = ("_table", "_mask", "_count")
-
-    def __init__(self, capacity: int = 1 << 16) -> None:
-        self._table = array("Q", bytes(8 * capacity))
-        self._mask = capacity - 1
-        self._count = 0
-
-    def add(self, key: str) -> bool:
-        """Add `key`; True when it was already there."""
-        # hash() is salted per process, which is fine: the set lives for one run. 0 marks a free slot.
-        fingerprint = hash(key) & 0xFFFFFFFFFFFFFFFF or 1
-        table = self._table
-        mask = self._mask
-        slot = fingerprint & mask
-        while True:
-            found = table[slot]
-            if found == 0:
-                table[slot] = fingerprint
-                self._count += 1
-                if self._count * 2 > mask:
-                    self._grow()
-                return False
-            if found == fingerprint:
-                return True
-            slot = (slot + 1) & mask
-
-    def _grow(self) -> None:
-        old = self._table
-        size = len(old) * 2
-        self._table = table = array("Q", bytes(8 * size))
-        self._mask = mask = size - 1
-        for fingerprint in old:
-            if fingerprint:
-                slot = fingerprint & mask
-                while table[slot]:
-                    slot = (slot + 1) & mask
-                table[slot] = fingerprint
-
-    def __len__(self) -> int:
-        return self._count
 
 
 def referral_store(settings: Any) -> Any:
@@ -165,51 +150,147 @@ def _bound(value: When, now: float, builder: EventBuilder, option: str) -> int |
     return parse_when(value, now, builder.tz, option)
 
 
+Staged = tuple[int, Sequence[str], Head | None, "Errors | str | None", "dict[str, Any] | None"]
+
+
+class Stager:
+    """The order-free first half of a record: mapping, the head (name, time, channel, id) and the
+    --since/--until filter. The same code runs here and in the worker processes."""
+
+    def __init__(self, mapper: FieldMapper, builder: EventBuilder, since: int | None, until: int | None) -> None:
+        self.mapper = mapper
+        self.builder = builder
+        self.since = since
+        self.until = until
+
+    def stage(self, raw: Any) -> Staged:
+        """(kind, unknown columns, head, errors (the message when MALFORMED), mapped record)."""
+        if isinstance(raw, Malformed):
+            return MALFORMED, (), None, raw.message, None
+        if type(raw) is tuple:
+            record, unknown, oversized = self.mapper.map_row(*raw)
+        else:
+            record, unknown, oversized = self.mapper.map_record(raw)
+        errors: Errors = [
+            (key, "invalid_value", f"{key}: value longer than 8192 characters") for key in oversized
+        ]
+        try:
+            head = self.builder.head(record, errors)
+        except RecursionError:  # values nested a thousand levels deep
+            return NESTED, unknown, None, None, None
+        if head.event_time is not None and (
+            (self.since is not None and head.event_time < self.since)
+            or (self.until is not None and head.event_time > self.until)
+        ):
+            return OUT, unknown, None, None, None
+        return ROW, unknown, head, errors, record
+
+
+# One staged record as _sequence takes it: (kind, line, index, unknown columns, event_name,
+# event_id, event_time, time_given, errors, body, local) where body is None (to build here),
+# NESTED, or (payload JSON text or None, attributed, body errors) from a worker; local is
+# (record, head) to build it from, or (raw,) to stage again first.
+StagedItem = tuple[Any, ...]
+
+
+def _local_stage(stager: Stager, path: str | Path, input_format: str | None) -> Iterator[StagedItem]:
+    stage = stager.stage
+    index = 0
+    for line, raw in read_records(path, input_format):
+        index += 1
+        kind, unknown, head, errors, record = stage(raw)
+        if head is None:
+            yield kind, line, index, unknown, None, None, None, True, errors, None, None
+        else:
+            yield (kind, line, index, unknown, head.event_name, head.event_id, head.event_time, head.time_given,
+                   errors, None, (record, head))
+
+
 def iter_events(
     paths: Iterable[str | Path],
     settings: Any,
     options: BuildOptions | None = None,
     referrals: ReferralStore | None = None,
     skip: Callable[[str, str], bool] | None = None,
-) -> Iterator[BuiltEvent | Problem]:
+) -> Generator[BuiltEvent | Problem, None, None]:
     """Every input record as a BuiltEvent, or as the Problems that keep it from being sent.
 
     Warnings (unknown columns) come as Problems too, before the record they were found in.
     Records outside --since/--until are left out silently; `skip(event_name, event_id)` True
     leaves a record out before anything is hashed; `limit` counts the records not skipped.
+    A `skip` with a `worker_spec` (delivery.LedgerSkip) is answered by the worker processes
+    from the ledger itself; they report each event skipped that way to its `note_skipped`.
     """
     options = options or BuildOptions()
-    mapper = FieldMapper(
-        load_map(options.map_file) if options.map_file else None,
-        parse_sets(options.sets) if options.sets else None,
-    )
+    paths = list(paths)
+    mapping = load_map(options.map_file) if options.map_file else None
+    sets = parse_sets(options.sets) if options.sets else None
+    mapper = FieldMapper(mapping, sets)
     now = options.now if options.now is not None else time.time()
     days = options.attribution_window_days or getattr(settings, "attribution_window_days", 7) or 7
-    builder = EventBuilder(settings, now=now, window_seconds=int(days * 86400), referrals=referrals)
+    window = int(days * 86400)
+    builder = EventBuilder(settings, now=now, window_seconds=window, referrals=referrals)
     since = _bound(options.since, now, builder, "--since")
     until = _bound(options.until, now, builder, "--until")
+    stager = Stager(mapper, builder, since, until)
+
+    from capi_cli.events.parallel import worker_count
+
+    workers = worker_count(paths, referrals)
+    if not workers:
+        yield from _sequence(paths, options, stager, skip, None, lambda path: _local_stage(stager, path, options.input_format))
+        return
+    from capi_cli.events.parallel import WorkerPool
+
+    spec = getattr(skip, "worker_spec", None) if skip is not None else None
+    pool = WorkerPool(
+        workers,
+        {
+            "settings": {name: getattr(settings, name, None) for name in EventBuilder.SETTINGS},
+            "now": now,
+            "window_seconds": window,
+            "mapping": mapping,
+            "sets": sets,
+            "since": since,
+            "until": until,
+            "referrals": str(getattr(referrals, "path", "")) if referrals is not None else None,
+            "sent": spec,
+        },
+    )
+    try:
+        yield from _sequence(
+            paths, options, stager, skip, spec, lambda path: pool.stage(stager, path, options.input_format)
+        )
+    finally:
+        pool.close()
+
+
+def _sequence(
+    paths: list[str | Path],
+    options: BuildOptions,
+    stager: Stager,
+    skip: Callable[[str, str], bool] | None,
+    skip_spec: Any,
+    stage_file: Callable[[str | Path], Iterator[StagedItem]],
+) -> Iterator[BuiltEvent | Problem]:
+    """The decisions that depend on order, in input order: warnings once per column, duplicates,
+    `skip`, `--limit`; then the body (built here unless a worker built it already)."""
     remaining = options.limit
-    seen = SeenIds()
-    head_of, body_of = builder.head, builder.body
-    map_row, map_record = mapper.map_row, mapper.map_record
+    seen = KeySet()
+    body_of = stager.builder.body
+    note_skipped = getattr(skip, "note_skipped", None)
 
     for path in paths:
         source = source_name(path)
         warned: set[str] = set()
-        index = 0
-        for line, raw in read_records(path, options.input_format):
-            index += 1
-            if isinstance(raw, Malformed):
+        for kind, line, index, unknown, name, event_id, event_time, time_given, errors, body, local in stage_file(path):
+            if kind == MALFORMED:
                 if remaining is not None:
                     if remaining <= 0:
                         return
                     remaining -= 1
-                yield Problem(source, line, index, None, "malformed_record", ERROR, raw.message)
+                yield Problem(source, line, index, None, "malformed_record", ERROR, errors)
                 continue
-            if type(raw) is tuple:
-                record, unknown, oversized = map_row(*raw)
-            else:
-                record, unknown, oversized = map_record(raw)  # type: ignore[arg-type]
             for column in unknown:
                 if column not in warned:
                     warned.add(column)
@@ -217,47 +298,51 @@ def iter_events(
                         source, line, index, column, "unknown_column", WARNING,
                         f"column {column!r} is not a known field and is ignored (map it with --map FILE.yaml)",
                     )
-            errors: list[tuple[str | None, str, str]] = [
-                (key, "invalid_value", f"{key}: value longer than 8192 characters") for key in oversized
-            ]
-            try:
-                head = head_of(record, errors)
-            except RecursionError:  # values nested a thousand levels deep
-                yield Problem(source, line, index, None, "malformed_record", ERROR, "values nested too deeply")
+            if kind == NESTED:
+                yield Problem(source, line, index, None, "malformed_record", ERROR, NESTED_MESSAGE)
                 continue
-            if head.event_time is not None and (
-                (since is not None and head.event_time < since) or (until is not None and head.event_time > until)
-            ):
+            if kind == OUT:
                 continue
-            if head.event_id is not None and head.event_name is not None:
-                if seen.add(f"{head.event_name}\x1f{head.event_id}"):
-                    errors.append(
+            if event_id is not None and name is not None:
+                if seen.add(f"{name}\x1f{event_id}"):
+                    errors = [
+                        *errors,
                         ("event_id", "duplicate_event_id",
-                         f"{head.event_name} {head.event_id!r} appears earlier in the input; only the first is kept")
-                    )
-                elif skip is not None and skip(head.event_name, head.event_id):
+                         f"{name} {event_id!r} appears earlier in the input; only the first is kept"),
+                    ]
+                    if kind == SENT:
+                        body = None  # the worker skipped the body; the duplicate's problems need it
+                elif kind == SENT:
+                    if note_skipped is not None:
+                        note_skipped(name, event_id)
+                    continue
+                elif skip is not None and skip_spec is None and skip(name, event_id):
                     continue
             if remaining is not None:
                 if remaining <= 0:
                     return
                 remaining -= 1
-            try:
-                payload, attributed = body_of(record, head, errors)
-            except RecursionError:
-                yield Problem(source, line, index, None, "malformed_record", ERROR, "values nested too deeply")
+            if body is None:
+                if len(local) == 1:  # (raw,): a worker staged it; the mapped record is needed here
+                    staged = stager.stage(local[0])
+                    local = (staged[4], staged[2])
+                record, head = local
+                try:
+                    payload, attributed = body_of(record, head, errors)
+                except RecursionError:
+                    yield Problem(source, line, index, None, "malformed_record", ERROR, NESTED_MESSAGE)
+                    continue
+                text = None
+            elif body == NESTED:
+                yield Problem(source, line, index, None, "malformed_record", ERROR, NESTED_MESSAGE)
                 continue
+            else:
+                text, attributed, body_errors = body
+                if body_errors:
+                    errors = [*errors, *body_errors]
+                payload = None
             if errors:
                 for key, code, message in errors:
                     yield Problem(source, line, index, key, code, ERROR, message)
                 continue
-            yield BuiltEvent(
-                head.event_name,  # type: ignore[arg-type]
-                head.event_id,  # type: ignore[arg-type]
-                head.event_time,  # type: ignore[arg-type]
-                payload,
-                source,
-                line,
-                index,
-                attributed,
-                head.time_given,
-            )
+            yield BuiltEvent(name, event_id, event_time, payload, source, line, index, attributed, time_given, text)

@@ -1,0 +1,344 @@
+"""Building events in worker processes, so that a large file uses more than one core.
+
+This process reads the records (any format) and sends them in chunks to `python -m
+capi_cli.events.parallel` workers, round robin; each worker maps, reads the head, filters by
+time, checks the ledger for `sent` events (when asked), normalizes, hashes and serializes, and
+answers with compact tuples in the order it was given. Reading the answers round robin too
+keeps the input order, and everything that depends on order stays in pipeline._sequence.
+
+Workers are plain child processes speaking length-prefixed pickles over their stdin/stdout:
+when this process ends, even by SIGKILL, a worker reads end-of-file (or writes into a closed
+pipe) and exits. They ignore SIGINT, which the terminal sends to the whole process group:
+Ctrl-C is this process's business, and it stops them in `close`.
+
+CAPI_WORKERS=N forces N workers (0: build in this process); by default files of a few MB and
+more use up to two workers when there are two cores or more.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from collections import deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from capi_cli.events.pipeline import Stager
+
+ENV = "CAPI_WORKERS"
+AUTO_MIN_BYTES = 4 << 20  # below this, starting workers (~0.2 s) costs more than it saves
+MAX_AUTO_WORKERS = 2
+CHUNK = 500  # records per message
+AHEAD = 3  # chunks in flight per worker
+_HEADER = 8
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def worker_count(paths: Sequence[str | Path], referrals: Any) -> int:
+    """How many worker processes to build `paths` with (0: in this process)."""
+    if referrals is not None and not getattr(referrals, "path", None):
+        return 0  # a referral store the workers cannot open themselves
+    forced = os.environ.get(ENV, "").strip()
+    if forced:
+        try:
+            return max(0, int(forced))
+        except ValueError:
+            pass
+    cores = _cores()
+    if cores < 2:
+        return 0
+    total = 0
+    for path in paths:
+        if str(path) == "-":
+            return 0
+        try:
+            total += os.path.getsize(path)
+        except OSError:
+            return 0  # the reader reports it
+    return min(MAX_AUTO_WORKERS, cores) if total >= AUTO_MIN_BYTES else 0
+
+
+class WorkerFailed(RuntimeError):
+    pass
+
+
+def _write(stream: IO[bytes], data: bytes) -> None:
+    stream.write(len(data).to_bytes(_HEADER, "little"))
+    stream.write(data)
+    stream.flush()
+
+
+def _read(stream: IO[bytes]) -> bytes | None:
+    header = stream.read(_HEADER)
+    if len(header) < _HEADER:
+        return None
+    size = int.from_bytes(header, "little")
+    data = stream.read(size)
+    return data if len(data) == size else None
+
+
+def _feed(stream: IO[bytes], messages: queue.SimpleQueue[bytes | None]) -> None:
+    """Writes to one worker from a thread of its own: the main thread never blocks on a full pipe
+    while that worker blocks writing an answer nobody reads yet."""
+    try:
+        while (data := messages.get()) is not None:
+            _write(stream, data)
+    except (OSError, ValueError):
+        pass
+    finally:
+        try:
+            stream.close()
+        except OSError:
+            pass
+
+
+class WorkerPool:
+    def __init__(self, count: int, config: dict[str, Any]) -> None:
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        data = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._queues: list[queue.SimpleQueue[bytes | None]] = []
+        self._next = 0
+        try:
+            for _ in range(count):
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "capi_cli.events.parallel"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    env=env,
+                )
+                self._procs.append(proc)
+                messages: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+                assert proc.stdin is not None
+                threading.Thread(target=_feed, args=(proc.stdin, messages), daemon=True,
+                                 name="capi-feed").start()
+                messages.put(data)
+                self._queues.append(messages)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self._procs]
+
+    def submit(self, items: list[Any]) -> int:
+        """Send one chunk of raw records to the next worker; its number, to collect the answer."""
+        first = items[0]
+        if type(first) is tuple and all(type(item) is tuple and item[0] is first[0] for item in items):
+            message: tuple[Any, ...] = (first[0], [item[1] for item in items])  # CSV: the header once
+        else:
+            message = (None, items)
+        try:
+            data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        except RecursionError:  # a record too deep to pickle is staged in this process
+            kept = []
+            for item in items:
+                try:
+                    pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+                except RecursionError:
+                    item = None
+                kept.append(item)
+            data = pickle.dumps((None, kept), protocol=pickle.HIGHEST_PROTOCOL)
+        worker = self._next
+        self._next = (worker + 1) % len(self._procs)
+        self._queues[worker].put(data)
+        return worker
+
+    def collect(self, worker: int) -> list[tuple[Any, ...]]:
+        stdout = self._procs[worker].stdout
+        assert stdout is not None
+        data = _read(stdout)
+        if data is None:
+            code = self._procs[worker].poll()
+            raise WorkerFailed(f"a worker process ended unexpectedly (exit status {code}); "
+                               f"run with {ENV}=0 to build in one process")
+        answer = pickle.loads(data)
+        if isinstance(answer, str):
+            raise WorkerFailed(f"a worker process failed:\n{answer}")
+        return answer  # type: ignore[no-any-return]
+
+    def stage(self, stager: Stager, path: str | Path, input_format: str | None) -> Iterator[tuple[Any, ...]]:
+        """pipeline._local_stage's items for one file, staged (and mostly built) by the workers."""
+        from capi_cli.events.pipeline import LOCAL, ROW
+        from capi_cli.events.readers import read_records
+
+        in_flight: deque[tuple[int, list[tuple[int, int, Any]]]] = deque()
+        limit = AHEAD * len(self._procs)
+
+        def answers() -> Iterator[tuple[Any, ...]]:
+            worker, chunk = in_flight.popleft()
+            for (line, index, raw), answer in zip(chunk, self.collect(worker), strict=True):
+                if type(answer[0]) is str:  # a valid event: (text, name, id, time, time_given, attributed, unknown)
+                    yield (ROW, line, index, answer[6], answer[1], answer[2], answer[3], answer[4], (),
+                           (answer[0], answer[5], ()), (raw,))
+                    continue
+                kind, unknown, head, errors, body = answer
+                if kind == LOCAL:
+                    kind, unknown, staged, errors, record = stager.stage(raw)
+                    if staged is None:
+                        yield kind, line, index, unknown, None, None, None, True, errors, None, None
+                    else:
+                        yield (kind, line, index, unknown, staged.event_name, staged.event_id, staged.event_time,
+                               staged.time_given, errors, None, (record, staged))
+                elif head is None:
+                    yield kind, line, index, unknown, None, None, None, True, errors, None, None
+                else:
+                    yield kind, line, index, unknown, head[0], head[1], head[2], head[3], errors, body, (raw,)
+
+        chunk: list[tuple[int, int, Any]] = []
+        index = 0
+        for line, raw in read_records(path, input_format):
+            index += 1
+            chunk.append((line, index, raw))
+            if len(chunk) >= CHUNK:
+                in_flight.append((self.submit([item[2] for item in chunk]), chunk))
+                chunk = []
+                if len(in_flight) >= limit:
+                    yield from answers()
+        if chunk:
+            in_flight.append((self.submit([item[2] for item in chunk]), chunk))
+        while in_flight:
+            yield from answers()
+
+    def close(self) -> None:
+        """Stop the workers: end of input, then a kill for any that does not exit at once."""
+        for messages in self._queues:
+            messages.put(None)
+        for proc in self._procs:
+            if proc.stdout is not None:
+                proc.stdout.close()  # a worker blocked writing an answer gets EPIPE
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# -- the worker side ---------------------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self, config: dict[str, Any]) -> None:
+        from capi_cli.events.build import EventBuilder
+        from capi_cli.events.fields import FieldMapper
+        from capi_cli.events.pipeline import Stager
+
+        ledgers: dict[str, Any] = {}
+
+        def ledger(path: str) -> Any:
+            if path not in ledgers:
+                from capi_cli.ledger import Ledger
+
+                ledgers[path] = Ledger.open(path)
+            return ledgers[path]
+
+        referrals = ledger(config["referrals"]) if config.get("referrals") else None
+        sent = config.get("sent")
+        self.sent_ledger = ledger(sent[0]) if sent else None
+        self.dataset_id = sent[1] if sent else None
+        builder = EventBuilder(
+            SimpleNamespace(**config["settings"]),
+            now=config["now"],
+            window_seconds=config["window_seconds"],
+            referrals=referrals,
+        )
+        self.builder = builder
+        self.stager = Stager(FieldMapper(config["mapping"], config["sets"]), builder, config["since"], config["until"])
+        self._header: list[str] | None = None
+
+    def process(self, message: tuple[Any, list[Any]]) -> list[tuple[Any, ...]]:
+        from capi_cli.events.jsontext import payload_json
+        from capi_cli.events.pipeline import LOCAL, NESTED, ROW, SENT
+
+        stage = self.stager.stage
+        staged: list[Any] = []
+        header, items = message
+        if header is not None:
+            if header != self._header:
+                self._header = header
+            header = self._header  # one header object for the file: the mapper plans it once
+            staged = [stage((header, row)) for row in items]
+        else:
+            for raw in items:
+                if raw is None:
+                    staged.append((LOCAL, (), None, None, None))
+                    continue
+                if type(raw) is tuple:
+                    if raw[0] != self._header:
+                        self._header = raw[0]
+                    raw = (self._header, raw[1])
+                staged.append(stage(raw))
+        sent: set[tuple[str, str]] = set()
+        if self.sent_ledger is not None:
+            keys = [(head.event_name, head.event_id) for kind, _, head, _, _ in staged
+                    if kind == ROW and head.event_id is not None and head.event_name is not None]
+            if keys:
+                entries = self.sent_ledger.entries(self.dataset_id, keys)
+                sent = {key for key, (state, _) in entries.items() if state == "sent"}
+        body_of = self.builder.body
+        answers: list[tuple[Any, ...]] = []
+        for kind, unknown, head, errors, record in staged:
+            if kind != ROW:
+                answers.append((kind, unknown, None, errors, None))
+                continue
+            fields = (head.event_name, head.event_id, head.event_time, head.time_given)
+            if sent and (head.event_name, head.event_id) in sent:
+                answers.append((SENT, unknown, fields, errors, None))
+                continue
+            body_errors: list[Any] = []
+            try:
+                payload, attributed = body_of(record, head, body_errors)
+            except RecursionError:
+                answers.append((ROW, unknown, fields, errors, NESTED))
+                continue
+            if errors or body_errors:
+                answers.append((ROW, unknown, fields, errors, (None, attributed, body_errors)))
+            else:
+                answers.append((payload_json(payload), *fields, attributed, unknown))
+        return answers
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    source = sys.stdin.buffer
+    sink = sys.stdout.buffer
+    try:
+        config = _read(source)
+        if config is None:
+            return 0
+        worker = _Worker(pickle.loads(config))
+        while (data := _read(source)) is not None:
+            answers = worker.process(pickle.loads(data))
+            _write(sink, pickle.dumps(answers, protocol=pickle.HIGHEST_PROTOCOL))
+    except (BrokenPipeError, KeyboardInterrupt):
+        return 0
+    except BaseException:
+        try:
+            _write(sink, pickle.dumps(traceback.format_exc()))
+        except OSError:
+            pass
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
