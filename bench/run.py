@@ -1,0 +1,343 @@
+"""capi's performance targets (SPEC §9), each as a ratio measured in this one run, on this machine.
+
+    .venv/bin/python bench/run.py                 # full sizes: 1,000,000 rows, 100,000 events sent
+    .venv/bin/python bench/run.py --quick         # CI: 40,000 rows, 20,000 events, 1 repetition (< 60 s)
+    .venv/bin/python bench/run.py --rows 200000 --only dryrun --only memory
+
+Measurements (every one in a subprocess, the median of --repeat runs):
+  dryrun   `capi send --file X.csv --dry-run -o /dev/null` against Meta's Python SDK building the same
+           events (serverside Event/UserData/CustomData + normalize() + json.dumps): events/s, >= 3x
+  memory   peak RSS of that dry run (capi and its worker processes together, polled from /proc):
+           < 150 MB on the full file, and flat: at most 1.5x the peak on a tenth of the rows
+           (--quick: on half of them, so that both files are large enough for the worker processes)
+  send     100,000 events to the Graph API stand-in answering after 300 ms (tests/graph_standin.py,
+           its own process) against the ideal: requests / concurrency x 300 ms + the dry run: <= 1.3x
+  rerun    the same send again, every event already `sent` in the ledger, against the dry run: < 0.5x
+  extract  `capi extract-referral LOG --no-store` on a generated webhook log: deliveries/s, peak RSS
+  startup  `capi --version` against `python -c "import typer"`: <= 1.5x
+
+A missed target is marked MISSED in the table; the exit status is non-zero only when a measurement
+could not be made (a command failed), so that noise on a shared CI machine does not fail the build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench_build import generate  # noqa: E402
+from bench_extract import generate as generate_webhooks  # noqa: E402
+
+NAMES = ("dryrun", "memory", "send", "rerun", "extract", "startup")
+LATENCY = 0.3
+STANDIN_DATASET = "1234567890"
+STANDIN_TOKEN = "test-token"
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_mb: float  # the whole process tree, polled
+    output: str
+
+
+@dataclass
+class Row:
+    name: str
+    capi: str
+    reference: str
+    ratio: float | None
+    target: str
+    met: bool | None  # None: informational
+
+
+class BenchError(Exception):
+    pass
+
+
+# -- measuring -------------------------------------------------------------------------------------
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _tree(pid: int) -> list[int]:
+    found = [pid]
+    index = 0
+    while index < len(found):
+        current = found[index]
+        index += 1
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children", encoding="ascii") as children:
+                    found.extend(int(child) for child in children.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def run(command: Sequence[str], env: dict[str, str], ok: Sequence[int] = (0,)) -> Run:
+    """Run `command`; its wall time and the peak RSS of its process tree (sum over the processes)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(list(command), env=env, stdout=out, stderr=subprocess.STDOUT)
+        peak = 0
+        while proc.poll() is None:
+            if os.path.exists("/proc"):
+                peak = max(peak, sum(_rss_kb(pid) for pid in _tree(proc.pid)))
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        out.seek(0)
+        text = out.read().decode("utf-8", "replace")
+    if proc.returncode not in ok:
+        raise BenchError(f"{' '.join(command)} exited {proc.returncode}:\n{text[-2000:]}")
+    return Run(elapsed, peak / 1024, text)
+
+
+def median_run(command: Sequence[str], env: dict[str, str], repeat: int, ok: Sequence[int] = (0,),
+               before: Callable[[], None] | None = None) -> Run:
+    runs = []
+    for _ in range(repeat):
+        if before is not None:
+            before()
+        runs.append(run(command, env, ok))
+    seconds = statistics.median(r.seconds for r in runs)
+    return Run(seconds, max(r.peak_mb for r in runs), runs[-1].output)
+
+
+def capi(*args: str) -> list[str]:
+    return [sys.executable, "-m", "capi_cli", *args]
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 0
+    return (f"{model}, {cores} cores, Python {platform.python_version()} ({platform.python_implementation()}), "
+            f"{platform.system()} {platform.release()}")
+
+
+# -- the benchmark ---------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, tmp: Path, rows: int, small_rows: int, events: int, repeat: int, webhook_mb: int) -> None:
+        self.tmp = tmp
+        self.rows = rows
+        self.small_rows = small_rows
+        self.events = events
+        self.repeat = repeat
+        self.webhook_mb = webhook_mb
+        self.env = {
+            **os.environ,
+            "CAPI_HOME": str(tmp / "home"),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p),
+            "CAPI_DATASET_ID": STANDIN_DATASET,
+            "CAPI_ACCESS_TOKEN": STANDIN_TOKEN,
+            "NO_COLOR": "1",
+        }
+        self.rows_out: list[Row] = []
+        self._files: dict[int, Path] = {}
+        self._dry: dict[int, Run] = {}
+
+    def file(self, rows: int) -> Path:
+        if rows not in self._files:
+            path = self.tmp / f"events-{rows}.csv"
+            started = time.perf_counter()
+            generate(path, rows)
+            print(f"  generated {rows:,} rows ({path.stat().st_size / 1e6:.0f} MB) "
+                  f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            self._files[rows] = path
+        return self._files[rows]
+
+    def dry_run(self, rows: int) -> Run:
+        """`send --dry-run` of a file of `rows` rows, against a ledger that does not exist."""
+        if rows not in self._dry:
+            env = {**self.env, "CAPI_HOME": str(self.tmp / "dry-home")}
+            command = capi("send", "--file", str(self.file(rows)), "--dry-run", "-o", os.devnull, "--no-progress", "-q")
+            self._dry[rows] = median_run(command, env, self.repeat)
+            print(f"  dry run {rows:,} rows: {self._dry[rows].seconds:.2f} s, "
+                  f"{self._dry[rows].peak_mb:.0f} MB", file=sys.stderr)
+        return self._dry[rows]
+
+    def add(self, row: Row) -> None:
+        self.rows_out.append(row)
+
+    # each measurement
+
+    def dryrun(self) -> None:
+        capi_run = self.dry_run(self.rows)
+        sdk = median_run([sys.executable, str(HERE / "bench_build.py"), "--side", "sdk", str(self.file(self.rows))],
+                         self.env, self.repeat)
+        capi_rate = self.rows / capi_run.seconds
+        sdk_rate = self.rows / sdk.seconds
+        ratio = capi_rate / sdk_rate
+        self.add(Row(f"dry run, {self.rows:,} rows (events/s)", f"{capi_rate:,.0f}", f"SDK {sdk_rate:,.0f}",
+                     ratio, ">= 3x", ratio >= 3))
+
+    def memory(self) -> None:
+        big = self.dry_run(self.rows)
+        small_rows = self.small_rows
+        small = self.dry_run(small_rows)
+        self.add(Row(f"peak RSS, {self.rows:,} rows (MB)", f"{big.peak_mb:.0f}", "150 MB",
+                     big.peak_mb / 150, "< 150 MB", big.peak_mb < 150))
+        growth = big.peak_mb / small.peak_mb if small.peak_mb else math.inf
+        self.add(Row(f"peak RSS, {small_rows:,} -> {self.rows:,} rows", f"{big.peak_mb:.0f}",
+                     f"{small.peak_mb:.0f} MB", growth, "<= 1.5x (flat)", growth <= 1.5))
+
+    def _standin(self) -> tuple[subprocess.Popen[str], str]:
+        standin = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "graph_standin.py"), "--port", "0", "--latency", str(LATENCY),
+             "--dataset", STANDIN_DATASET, "--token", STANDIN_TOKEN],
+            stdout=subprocess.PIPE, text=True, env=self.env,
+        )
+        assert standin.stdout is not None
+        url = standin.stdout.readline().strip()
+        if not url.startswith("http"):
+            standin.kill()
+            raise BenchError("the Graph API stand-in did not start")
+        return standin, url
+
+    def send_and_rerun(self, want_send: bool, want_rerun: bool) -> None:
+        path = self.file(self.events)
+        dry = self.dry_run(self.events)
+        standin, url = self._standin()
+        try:
+            home = self.tmp / "send-home"
+            env = {**self.env, "CAPI_HOME": str(home), "CAPI_GRAPH_URL": url}
+            command = capi("send", "--file", str(path), "--no-progress", "-q")
+
+            def fresh_ledger() -> None:
+                for child in sorted(home.rglob("*"), reverse=True) if home.exists() else ():
+                    child.unlink() if child.is_file() else child.rmdir()
+
+            sent = median_run(command, env, self.repeat if want_send else 1, before=fresh_ledger)
+            requests = math.ceil(self.events / 1000)
+            ideal = requests / 4 * LATENCY + dry.seconds
+            if want_send:
+                ratio = sent.seconds / ideal
+                self.add(Row(f"send {self.events:,} events, 300 ms latency (s)", f"{sent.seconds:.2f}",
+                             f"ideal {ideal:.2f}", ratio, "<= 1.3x", ratio <= 1.3))
+            if want_rerun:
+                again = median_run(command, env, self.repeat)
+                ratio = again.seconds / dry.seconds
+                self.add(Row(f"re-run, all {self.events:,} sent (s)", f"{again.seconds:.2f}",
+                             f"dry run {dry.seconds:.2f}", ratio, "< 0.5x", ratio < 0.5))
+        finally:
+            standin.terminate()
+            try:
+                standin.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                standin.kill()
+
+    def extract(self) -> None:
+        log = self.tmp / "webhooks.ndjson"
+        started = time.perf_counter()
+        deliveries = generate_webhooks(log, self.webhook_mb)
+        print(f"  generated a {self.webhook_mb} MB webhook log ({deliveries:,} deliveries) "
+              f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        result = median_run(capi("extract-referral", str(log), "--no-store", "--format", "ndjson", "-o", os.devnull),
+                            self.env, self.repeat)
+        rate = deliveries / result.seconds
+        self.add(Row(f"extract-referral, {self.webhook_mb} MB log (deliveries/s)", f"{rate:,.0f}",
+                     f"peak {result.peak_mb:.0f} MB", None, "< 150 MB", result.peak_mb < 150))
+
+    def startup(self) -> None:
+        times = max(self.repeat * 5, 5)
+        capi_run = median_run(capi("--version"), self.env, times)
+        typer_run = median_run([sys.executable, "-c", "import typer"], self.env, times)
+        ratio = capi_run.seconds / typer_run.seconds
+        self.add(Row("`capi --version` startup (ms)", f"{capi_run.seconds * 1000:.0f}",
+                     f"import typer {typer_run.seconds * 1000:.0f}", ratio, "<= 1.5x", ratio <= 1.5))
+
+
+def table(rows: list[Row]) -> str:
+    header = ("measurement", "capi", "reference", "ratio", "target", "")
+    lines = [[r.name, r.capi, r.reference, "" if r.ratio is None else f"{r.ratio:.2f}x", r.target,
+              "" if r.met is None else ("ok" if r.met else "MISSED")] for r in rows]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
+    out = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |",
+           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |" for line in lines]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and one repetition (CI)")
+    parser.add_argument("--rows", type=int, help="rows of the dry-run file (default 1,000,000; quick 40,000)")
+    parser.add_argument("--events", type=int, help="events sent (default 100,000; quick 20,000)")
+    parser.add_argument("--repeat", type=int, help="runs per measurement, median reported (default 3; quick 1)")
+    parser.add_argument("--webhook-mb", type=int, help="size of the webhook log (default 200; quick 10)")
+    parser.add_argument("--only", action="append", choices=NAMES, help="run only this measurement (repeatable)")
+    args = parser.parse_args(argv)
+    rows = args.rows or (40_000 if args.quick else 1_000_000)
+    small_rows = max(rows // (2 if args.quick else 10), 1)
+    events = args.events or (20_000 if args.quick else 100_000)
+    repeat = args.repeat or (1 if args.quick else 3)
+    webhook_mb = args.webhook_mb or (10 if args.quick else 200)
+    only = set(args.only or NAMES)
+
+    print(f"machine: {machine()}")
+    print(f"command: {' '.join(['bench/run.py', *(argv if argv is not None else sys.argv[1:])])}")
+    print(f"sizes:   {rows:,} rows, {events:,} events sent, {webhook_mb} MB webhook log, "
+          f"median of {repeat} run(s)")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="capi-bench-") as tmp:
+        bench = Bench(Path(tmp), rows, small_rows, events, repeat, webhook_mb)
+        try:
+            if "dryrun" in only:
+                bench.dryrun()
+            if "memory" in only:
+                bench.memory()
+            if "send" in only or "rerun" in only:
+                bench.send_and_rerun("send" in only, "rerun" in only)
+            if "extract" in only:
+                bench.extract()
+            if "startup" in only:
+                bench.startup()
+        except BenchError as exc:
+            print(table(bench.rows_out))
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(table(bench.rows_out))
+    missed = [r.name for r in bench.rows_out if r.met is False]
+    print(f"{len(bench.rows_out) - len(missed)} of {len(bench.rows_out)} targets met"
+          + (f"; MISSED: {', '.join(missed)}" if missed else "") + f" ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
