@@ -191,9 +191,7 @@ def run_send(
                 f"{recovered} events left in flight by an interrupted run are now uncertain "
                 "(`capi ledger list --status uncertain`)"
             )
-        report.pending_uncertain = (
-            ledger.stats()["by_dataset"].get(dataset_id, {}).get(LedgerState.UNCERTAIN, 0)
-        )
+        report.pending_uncertain = ledger.count(LedgerState.UNCERTAIN, dataset_id)
         return report
 
 
