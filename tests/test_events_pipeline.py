@@ -418,3 +418,29 @@ def test_seen_ids_grow_and_detect_repeats() -> None:
     assert not any(seen.add(f"id-{i}") for i in range(1000))
     assert all(seen.add(f"id-{i}") for i in range(1000))
     assert len(seen) == 1000
+
+
+def test_sent_events_are_skipped_with_one_query_per_chunk_not_per_row(tmp_path, monkeypatch) -> None:
+    from capi_cli.config import load_settings
+    from capi_cli.delivery import LedgerSkip
+    from capi_cli.events.pipeline import BuiltEvent, iter_events
+    from capi_cli.ledger import Ledger, PendingEvent
+
+    monkeypatch.setenv("CAPI_WORKERS", "0")
+    rows = ["event_name,event_id,ctwa_clid,whatsapp_business_account_id"]
+    rows += [f"LeadSubmitted,lead-{i},ARAkClid{i},104996122399160" for i in range(1200)]
+    (tmp_path / "leads.csv").write_text("\n".join(rows) + "\n")
+    ledger = Ledger.open(tmp_path / "ledger.sqlite3")
+    sent = [PendingEvent("LeadSubmitted", f"lead-{i}", 0) for i in range(0, 1200, 2)]
+    ledger.begin_batch("42", "b1", sent)
+    ledger.settle("42", "b1", [(e.event_name, e.event_id) for e in sent], "sent")
+    queries = []
+    real_entries = ledger.entries
+    monkeypatch.setattr(ledger, "state_of", lambda *a: pytest.fail("a ledger query per row"))
+    monkeypatch.setattr(ledger, "entries", lambda ds, keys: queries.append(len(keys)) or real_entries(ds, keys))
+    skip = LedgerSkip(ledger, "42")
+    settings = load_settings(env={"CAPI_HOME": str(tmp_path)})
+    built = [e for e in iter_events([tmp_path / "leads.csv"], settings, skip=skip) if isinstance(e, BuiltEvent)]
+    assert [e.event_id for e in built] == [f"lead-{i}" for i in range(1, 1200, 2)]
+    assert skip.skipped == 600
+    assert queries == [500, 500, 200]

@@ -212,6 +212,11 @@ class LedgerSkip:
     def note_skipped(self, event_name: str, event_id: str) -> None:
         self.skipped += 1
 
+    def sent_among(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The keys the ledger says were sent, in as few queries as the parameter limit allows."""
+        entries = self.ledger.entries(self.dataset_id, keys)
+        return {key for key, (state, _) in entries.items() if state == LedgerState.SENT}
+
 
 def _json_of(event: DeliverableEvent) -> str:
     """The event's payload as compact JSON: its own text when it has one (BuiltEvent.payload_json)."""

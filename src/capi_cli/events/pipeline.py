@@ -193,17 +193,50 @@ class Stager:
 StagedItem = tuple[Any, ...]
 
 
-def _local_stage(stager: Stager, path: str | Path, input_format: str | None) -> Iterator[StagedItem]:
+_LOCAL_CHUNK = 500  # records staged before one batched "which of these were sent?" query
+
+
+def _local_stage(
+    stager: Stager,
+    path: str | Path,
+    input_format: str | None,
+    sent_among: Callable[[list[tuple[str, str]]], set[tuple[str, str]]] | None = None,
+) -> Iterator[StagedItem]:
+    """Stage records in this process. With `sent_among`, records are staged in chunks and the
+    ledger is asked once per chunk, as the worker processes do (a query per row cost a re-run
+    most of its time)."""
     stage = stager.stage
     index = 0
+    chunk: list[StagedItem] = []
     for line, raw in read_records(path, input_format):
         index += 1
         kind, unknown, head, errors, record = stage(raw)
         if head is None:
-            yield kind, line, index, unknown, None, None, None, True, errors, None, None
+            item: StagedItem = (kind, line, index, unknown, None, None, None, True, errors, None, None)
         else:
-            yield (kind, line, index, unknown, head.event_name, head.event_id, head.event_time, head.time_given,
-                   errors, None, (record, head))
+            item = (kind, line, index, unknown, head.event_name, head.event_id, head.event_time, head.time_given,
+                    errors, None, (record, head))
+        if sent_among is None:
+            yield item
+            continue
+        chunk.append(item)
+        if len(chunk) >= _LOCAL_CHUNK:
+            yield from _mark_sent(chunk, sent_among)
+            chunk = []
+    if chunk:
+        yield from _mark_sent(chunk, sent_among)  # type: ignore[arg-type]
+
+
+def _mark_sent(
+    chunk: list[StagedItem], sent_among: Callable[[list[tuple[str, str]]], set[tuple[str, str]]]
+) -> Iterator[StagedItem]:
+    keys = [(item[4], item[5]) for item in chunk if item[0] == ROW and item[4] is not None and item[5] is not None]
+    sent = sent_among(keys) if keys else set()
+    for item in chunk:
+        if sent and item[0] == ROW and (item[4], item[5]) in sent:
+            yield (SENT, *item[1:])
+        else:
+            yield item
 
 
 def iter_events(
@@ -237,12 +270,16 @@ def iter_events(
     from capi_cli.events.parallel import worker_count
 
     workers = worker_count(paths, referrals)
+    spec = getattr(skip, "worker_spec", None) if skip is not None else None
     if not workers:
-        yield from _sequence(paths, options, stager, skip, None, lambda path: _local_stage(stager, path, options.input_format))
+        sent_among = getattr(skip, "sent_among", None) if spec is not None else None
+        yield from _sequence(
+            paths, options, stager, skip, spec if sent_among is not None else None,
+            lambda path: _local_stage(stager, path, options.input_format, sent_among),
+        )
         return
     from capi_cli.events.parallel import WorkerPool
 
-    spec = getattr(skip, "worker_spec", None) if skip is not None else None
     pool = WorkerPool(
         workers,
         {
