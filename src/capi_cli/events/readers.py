@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from capi_cli.errors import UsageError
+from capi_cli.streams import Prefixed
 
 # Limits that turn hostile or broken input into errors instead of memory exhaustion.
 MAX_LINE_BYTES = 1 << 20  # one physical line of CSV/NDJSON
@@ -82,7 +83,7 @@ def read_records(path: str | Path, input_format: str | None = None) -> Iterator[
     fmt = format_for(path, input_format)
     if str(path) == STDIN:
         head = sys.stdin.buffer.read(_CHUNK)
-        stream: IO[bytes] = io.BufferedReader(_Prefixed(head, sys.stdin.buffer))  # type: ignore[arg-type]
+        stream: IO[bytes] = io.BufferedReader(Prefixed(head, sys.stdin.buffer))  # type: ignore[arg-type]
         yield from _read(stream, fmt or sniff(head))
         return
     if fmt is None:
@@ -132,27 +133,6 @@ def sniff(head: bytes) -> str:
         return "yaml"
     first = text.split("\n", 1)[0]
     return "tsv" if first.count("\t") > max(first.count(","), first.count(";")) else "csv"
-
-
-class _Prefixed(io.RawIOBase):
-    """The bytes already read for sniffing, then the rest of the stream."""
-
-    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
-        self._head = head
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._head:
-            size = min(len(buffer), len(self._head))
-            buffer[:size] = self._head[:size]
-            self._head = self._head[size:]
-            return size
-        data = self._rest.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 # -- CSV -----------------------------------------------------------------------------------------

@@ -19,10 +19,11 @@ import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 from urllib.parse import parse_qsl
 
 from capi_cli.errors import UsageError
+from capi_cli.streams import Prefixed
 from capi_cli.webhooks.model import Document, Unreadable
 
 # A multi-line document (or a whole-file array) is held in memory; NDJSON never is.
@@ -100,7 +101,7 @@ def read_stream(name: str, stream: IO[bytes]) -> Iterator[Document | Unreadable]
     except OSError as exc:
         yield Unreadable(name, None, f"cannot read: {exc.strerror or exc}")
         return
-    reader: IO[bytes] = io.BufferedReader(_Prefixed(head, stream), buffer_size=1 << 20)
+    reader: IO[bytes] = io.BufferedReader(Prefixed(head, stream), buffer_size=1 << 20)
     if head.startswith(_GZIP_MAGIC):
         reader = gzip.GzipFile(fileobj=reader, mode="rb")  # type: ignore[assignment]
     elif head.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -110,29 +111,6 @@ def read_stream(name: str, stream: IO[bytes]) -> Iterator[Document | Unreadable]
         yield Unreadable(name, 1, "binary file, not a webhook dump")
         return
     yield from _read_text(name, reader)
-
-
-class _Prefixed(io.RawIOBase):
-    """The sniffed head followed by the rest of a stream that cannot seek back (stdin, pipes)."""
-
-    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
-        self._head = head
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        if self._head:
-            n = min(len(view), len(self._head))
-            view[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._rest.read(len(view))
-        n = len(data)
-        view[:n] = data
-        return n
 
 
 def _read_text(name: str, reader: IO[bytes]) -> Iterator[Document | Unreadable]:
