@@ -148,22 +148,14 @@ def run_send(
         summary.read, summary.invalid, summary.attributed = counter.read, counter.invalid, counter.attributed
         return SendReport(summary, report_problems, errors=len(error_records), strict_blocked=True)
 
+    def run_with(ledger: Ledger | None, client: Any) -> SendReport:
+        return _run(settings, request, ledger, client, dataset_id, options, keep, error_records,
+                    report_problems, progress, stop)
+
     if request.dry_run:
         ledger = _open_ledger_for_reading(settings.ledger) if settings.dataset_id else None
         try:
-            return _run(
-                settings,
-                request,
-                ledger,
-                None,
-                dataset_id,
-                options,
-                keep,
-                error_records,
-                report_problems,
-                progress,
-                stop,
-            )
+            return run_with(ledger, None)
         finally:
             if ledger is not None:
                 ledger.close()
@@ -173,19 +165,7 @@ def run_send(
     with Ledger.open(settings.ledger) as ledger, ledger.send_lock():
         recovered = ledger.recover_in_flight()
         with GraphClient.from_settings(settings, test_event_code=request.test_event_code) as client:
-            report = _run(
-                settings,
-                request,
-                ledger,
-                client,
-                dataset_id,
-                options,
-                keep,
-                error_records,
-                report_problems,
-                progress,
-                stop,
-            )
+            report = run_with(ledger, client)
         if recovered:
             report.warnings.append(
                 f"{recovered} events left in flight by an interrupted run are now uncertain "
