@@ -11,267 +11,47 @@ user known by phone is stored as the SHA-256 of the digits.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from capi_cli.errors import LedgerLocked, SetupError
+from capi_cli.ledger_files import check_file, create_ledger, ledger_error
+from capi_cli.ledger_referrals import ReferralStore, iso_z, parse_iso_z, phone_digits, phone_key
+from capi_cli.ledger_schema import (
+    EVENT_COLUMNS,
+    MIGRATIONS,
+    REFERRAL_COLUMNS,
+    SEND_CACHE_KIB,
+    SEND_WAL_AUTOCHECKPOINT_PAGES,
+    SQL_CHUNK,
+    EventKey,
+    LedgerState,
+    PendingEvent,
+    split_sql,
+)
 
-
-class LedgerState(StrEnum):
-    IN_FLIGHT = "in_flight"
-    SENT = "sent"
-    REJECTED = "rejected"
-    FAILED = "failed"
-    UNCERTAIN = "uncertain"
-
-
-@dataclass(frozen=True, slots=True)
-class PendingEvent:
-    event_name: str
-    event_id: str
-    event_time: int
-    source: str | None = None
-    line: int | None = None
-    payload_hash: str | None = None
-
-
-EventKey = tuple[str, str]
-
-# Ordered migrations; index + 1 is the schema version stored in PRAGMA user_version.
-# Append only once released: a shipped migration is never edited.
-#
-# Events live in a rowid table so that a batch's rows are appended side by side: settling a
-# batch then rewrites a few pages, not one page per event (event ids are random, and a table
-# keyed by them scattered every batch over the whole b-tree: ~1000 WAL pages per transaction).
-# Only the unique key index takes random inserts. `events_open` indexes the rows not `sent`,
-# a small set, so state changes cost little and recovery and `--status` queries stay fast.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE events (
-        id            INTEGER PRIMARY KEY,
-        dataset_id    TEXT NOT NULL,
-        event_name    TEXT NOT NULL,
-        event_id      TEXT NOT NULL,
-        state         TEXT NOT NULL,
-        event_time    INTEGER,
-        batch_id      TEXT,
-        attempts      INTEGER NOT NULL DEFAULT 0,
-        fbtrace_id    TEXT,
-        error_code    INTEGER,
-        error_subcode INTEGER,
-        error_message TEXT,
-        source        TEXT,
-        line          INTEGER,
-        payload_hash  TEXT,
-        created_at    REAL NOT NULL,
-        updated_at    REAL NOT NULL,
-        UNIQUE (dataset_id, event_name, event_id)
-    );
-    CREATE INDEX events_open ON events (state, dataset_id) WHERE state != 'sent';
-    CREATE INDEX events_batch ON events (batch_id);
-    CREATE TABLE referrals (
-        channel         TEXT NOT NULL,
-        user_key        TEXT NOT NULL,
-        message_key     TEXT NOT NULL,
-        ctwa_clid       TEXT,
-        ad_id           TEXT,
-        source_type     TEXT,
-        source_url      TEXT,
-        ref             TEXT,
-        user_id         TEXT,
-        wa_id           TEXT,
-        bsuid           TEXT,
-        business_id     TEXT,
-        phone_number_id TEXT,
-        message_id      TEXT,
-        ts              INTEGER,
-        kind            TEXT,
-        origin          TEXT,
-        stored_at       REAL NOT NULL,
-        PRIMARY KEY (channel, message_key)
-    );
-    CREATE INDEX referrals_user ON referrals (user_key, ts);
-    CREATE INDEX referrals_wa ON referrals (wa_id, ts);
-    CREATE INDEX referrals_bsuid ON referrals (bsuid, ts);
-    """,
-    # `send_running` marks a main file that may be behind its -wal (see Ledger.acquire_send_lock).
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    """,
+__all__ = [
+    "EVENT_COLUMNS",
+    "MIGRATIONS",
+    "REFERRAL_COLUMNS",
+    "EventKey",
+    "Ledger",
+    "LedgerState",
+    "PendingEvent",
+    "iso_z",
+    "parse_iso_z",
+    "phone_digits",
+    "phone_key",
 ]
 
-REFERRAL_COLUMNS = (
-    "channel",
-    "ctwa_clid",
-    "ad_id",
-    "source_type",
-    "source_url",
-    "ref",
-    "user_id",
-    "wa_id",
-    "bsuid",
-    "business_id",
-    "phone_number_id",
-    "message_id",
-    "timestamp",
-    "kind",
-    "origin",
-)
 
-EVENT_COLUMNS = (
-    "dataset_id",
-    "event_name",
-    "event_id",
-    "state",
-    "event_time",
-    "attempts",
-    "error_code",
-    "error_subcode",
-    "error_message",
-    "source",
-    "updated_at",
-)
-
-_CHUNK = 500  # SQLite host-parameter budget per IN (...) query
-SEND_WAL_AUTOCHECKPOINT_PAGES = 20000  # ~80 MB of WAL between checkpoints while a send runs
-SEND_CACHE_KIB = 32768  # page cache of the sending connection
-
-
-def phone_digits(value: str) -> str | None:
-    """Digits of a phone however it was written (`+90 532 123 45 67`, `0090...`); None if not a phone."""
-    text = value.strip()
-    if not text or not re.fullmatch(r"[+\d\s().\-/]+", text):
-        return None
-    digits = re.sub(r"\D", "", text)
-    if text.startswith("00") or (not text.startswith("+") and digits.startswith("00")):
-        digits = digits[2:]
-    return digits or None
-
-
-def phone_key(digits: str) -> str:
-    """How a WhatsApp phone is stored: its SHA-256 (the value Meta's `ph` match key takes),
-    so the ledger holds no phone number in clear yet a lookup by phone still finds it."""
-    return hashlib.sha256(digits.encode("ascii")).hexdigest()
-
-
-def iso_z(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso_z(value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, int | float):
-        return int(value)
-    try:
-        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp())
-
-
-def _create_private(path: Path) -> None:
-    """Create the file 0600 whatever the umask, before SQLite opens it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
-
-
-def _create_ledger(path: Path) -> None:
-    """Create a new ledger atomically: built with its schema under a temporary name, then linked
-    into place. So a file at the ledger's path always holds a schema, and an empty or schema-less
-    file there can only be a damaged ledger (see _check_file); a crash or a concurrent `capi`
-    during creation can never leave a half-made ledger that would pass for a new, empty one."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
-    _create_private(temp)
-    try:
-        conn = sqlite3.connect(temp, isolation_level=None)
-        try:
-            # Rollback journal while building, so that everything is in the main file when linked.
-            for number, script in enumerate(MIGRATIONS):
-                conn.execute("BEGIN IMMEDIATE")
-                for statement in _split_sql(script):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number + 1}")
-                conn.execute("COMMIT")
-        finally:
-            conn.close()
-        try:
-            os.link(temp, path)  # unlike rename, never replaces a ledger another process just made
-        except FileExistsError:
-            pass
-    except sqlite3.DatabaseError as exc:
-        raise _ledger_error(path, exc) from None
-    finally:
-        for leftover in (temp, Path(f"{temp}-journal")):
-            leftover.unlink(missing_ok=True)
-
-
-def _ledger_error(path: Path, exc: sqlite3.DatabaseError) -> SetupError:
-    name = getattr(exc, "sqlite_errorname", "")
-    if name == "SQLITE_FULL" or "full" in str(exc):
-        return SetupError(
-            f"ledger: cannot write {path}: the disk is full ({exc}); free some space and run again "
-            "(a batch whose answer could not be recorded is held `uncertain`)"
-        )
-    if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in str(exc):
-        return SetupError(
-            f"ledger: {path} is damaged ({exc}); capi will not treat it as empty, which would send "
-            "every event again. Restore it from a backup, or move it aside"
-        )
-    return SetupError(f"ledger: {path}: {exc}")
-
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def _check_file(path: Path) -> None:
-    """Refuse a ledger file that is damaged in a way SQLite would not notice at once.
-
-    SQLite takes an empty file for a new, empty database, and a truncated one may answer "not
-    found" for rows that were cut off: either way capi would send again events Meta already
-    counted. The header says how many pages the file had at its last checkpoint; with no WAL
-    beside it, the file must hold them all."""
-    damaged = (
-        f"ledger: {path} is damaged ({{}}); capi will not treat it as empty, which would send every "
-        "event again. Restore it from a backup, or move it aside to start a new ledger"
-    )
-    size = path.stat().st_size
-    if size == 0:
-        raise SetupError(damaged.format("the file is empty"))
-    with path.open("rb") as fh:
-        header = fh.read(100)
-    if not header.startswith(_SQLITE_MAGIC):
-        raise SetupError(f"ledger: {path} is not a capi ledger (not an SQLite database); move it aside")
-    if len(header) < 100:
-        raise SetupError(damaged.format("truncated in its header"))
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    pages_valid = header[24:28] == header[92:96]  # SQLite's rule for trusting the in-header size
-    wal = Path(f"{path}-wal")
-    wal_frames = wal.exists() and wal.stat().st_size > 32
-    if pages_valid and not wal_frames and page_size and size < pages * page_size:
-        raise SetupError(damaged.format(f"truncated: {size} of {pages * page_size} bytes"))
-
-
-class Ledger:
+class Ledger(ReferralStore):
     """One SQLite database per home. Thread-safe: writes are serialized by one lock."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
@@ -299,8 +79,8 @@ class Ledger:
             raise SetupError(f"ledger: {p} is a directory; CAPI_LEDGER must name a file")
         try:
             if not p.exists():
-                _create_ledger(p)
-            _check_file(p)
+                create_ledger(p)
+            check_file(p)
             conn = sqlite3.connect(p, timeout=30, check_same_thread=False, isolation_level=None)
             ledger = cls(conn, p)
             with ledger._errors():
@@ -327,7 +107,7 @@ class Ledger:
                     f"ledger: {self.path} was written by a newer capi (schema {version}); upgrade capi"
                 )
             if version == 0:
-                # _create_ledger never leaves a file without its schema: this one lost it (a copy
+                # create_ledger never leaves a file without its schema: this one lost it (a copy
                 # taken without its -wal, a truncation). Migrating would make it an empty ledger.
                 raise SetupError(
                     f"ledger: {self.path} is damaged (it has no capi schema); capi will not treat it "
@@ -341,7 +121,7 @@ class Ledger:
                     if self._conn.execute("PRAGMA user_version").fetchone()[0] > number:
                         self._conn.execute("ROLLBACK")
                         continue
-                    for statement in _split_sql(MIGRATIONS[number]):
+                    for statement in split_sql(MIGRATIONS[number]):
                         self._conn.execute(statement)
                     self._conn.execute(f"PRAGMA user_version = {number + 1}")
                     self._conn.execute("COMMIT")
@@ -357,7 +137,7 @@ class Ledger:
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            raise _ledger_error(self.path, exc) from None
+            raise ledger_error(self.path, exc) from None
 
     def close(self) -> None:
         if self._lock_fd is None:
@@ -539,8 +319,8 @@ class Ledger:
         with self._reader_lock, self._errors():
             reader = self._read_connection()
             for name, ids in ids_by_name.items():
-                for start in range(0, len(ids), _CHUNK):
-                    chunk = ids[start : start + _CHUNK]
+                for start in range(0, len(ids), SQL_CHUNK):
+                    chunk = ids[start : start + SQL_CHUNK]
                     marks = ",".join("?" * len(chunk))
                     rows = reader.execute(
                         "SELECT event_id, state, payload_hash FROM events "
@@ -604,8 +384,8 @@ class Ledger:
             ids_by_name.setdefault(name, []).append(event_id)
         with self._tx() as conn:
             for name, ids in ids_by_name.items():
-                for start in range(0, len(ids), _CHUNK):
-                    chunk = ids[start : start + _CHUNK]
+                for start in range(0, len(ids), SQL_CHUNK):
+                    chunk = ids[start : start + SQL_CHUNK]
                     marks = ",".join("?" * len(chunk))
                     conn.execute(
                         f"""
@@ -716,150 +496,3 @@ class Ledger:
             if state is None:
                 conn.execute("DELETE FROM referrals WHERE stored_at < ?", (cutoff,))
             return events
-
-    # -- referrals -------------------------------------------------------------------------------
-
-    def store_referrals(self, records: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
-        new = already = 0
-        now = time.time()
-        with self._tx() as conn:
-            for record in records:
-                row = _referral_row(record)
-                cur = conn.execute(
-                    """
-                    INSERT OR IGNORE INTO referrals (channel, user_key, message_key, ctwa_clid, ad_id,
-                        source_type, source_url, ref, user_id, wa_id, bsuid, business_id,
-                        phone_number_id, message_id, ts, kind, origin, stored_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                    (*row, now),
-                )
-                if cur.rowcount:
-                    new += 1
-                else:
-                    already += 1
-        return new, already
-
-    _SELECT_REFERRALS = (
-        "SELECT channel, ctwa_clid, ad_id, source_type, source_url, ref, user_id, wa_id, bsuid, "
-        "business_id, phone_number_id, message_id, ts, kind, origin FROM referrals"
-    )
-
-    def _referrals(self, where: str, params: Sequence[Any], limit: int | None = None) -> list[dict[str, Any]]:
-        sql = f"{self._SELECT_REFERRALS}{where} ORDER BY ts DESC, message_key"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        with self._lock, self._errors():
-            rows = self._conn.execute(sql, list(params)).fetchall()
-        out = []
-        for row in rows:
-            record = dict(zip(REFERRAL_COLUMNS, row, strict=True))
-            record["timestamp"] = iso_z(record["timestamp"])
-            out.append(record)
-        return out
-
-    def list_referrals(
-        self,
-        channel: str | None = None,
-        since: float | None = None,
-        user: str | None = None,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if channel:
-            clauses.append("channel = ?")
-            params.append(channel)
-        if since is not None:
-            clauses.append("ts >= ?")
-            params.append(int(since))
-        if user:
-            user_clause, user_params = _user_clause(user)
-            clauses.append(user_clause)
-            params.extend(user_params)
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        return self._referrals(where, params, limit)
-
-    def lookup_referrals(self, user_id: str) -> list[dict[str, Any]]:
-        clause, params = _user_clause(user_id)
-        return self._referrals(f" WHERE {clause}", params)
-
-    def latest_whatsapp_referral(self, user: str, at: int, window_seconds: int) -> dict[str, Any] | None:
-        clause, params = _user_clause(user)
-        found = self._referrals(
-            f" WHERE channel = 'whatsapp' AND ctwa_clid IS NOT NULL AND ts BETWEEN ? AND ? AND {clause}",
-            [at - window_seconds, at, *params],
-            limit=1,
-        )
-        return found[0] if found else None
-
-    def account_for_user(self, channel: str, user_id: str) -> str | None:
-        with self._lock, self._errors():
-            row = self._conn.execute(
-                "SELECT business_id FROM referrals WHERE channel = ? AND user_id = ? "
-                "AND business_id IS NOT NULL ORDER BY ts DESC LIMIT 1",
-                (channel, user_id.strip()),
-            ).fetchone()
-        return row[0] if row else None
-
-
-def _user_clause(user: str) -> tuple[str, list[Any]]:
-    """Match a user however it was written: phone digits, BSUID, PSID or IGSID."""
-    text = user.strip()
-    keys = {text}
-    digits = phone_digits(text)
-    if digits:
-        keys.add(phone_key(digits))
-    marks = ",".join("?" * len(keys))
-    return (
-        f"(user_key IN ({marks}) OR wa_id IN ({marks}) OR bsuid IN ({marks}))",
-        [*keys, *keys, *keys],
-    )
-
-
-def _referral_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
-    channel = str(record.get("channel") or "")
-    wa_id = record.get("wa_id")
-    user_id = record.get("user_id")
-    if channel == "whatsapp":
-        # Phones are stored hashed; business-scoped user ids (`US.123...`) are kept as they are.
-        if wa_id:
-            digits = phone_digits(str(wa_id))
-            wa_id = phone_key(digits) if digits else None
-        if user_id and phone_digits(str(user_id)) == str(user_id).strip():
-            user_id = phone_key(str(user_id).strip())
-    user_key = str(wa_id or user_id or record.get("bsuid") or "")
-    ts = parse_iso_z(record.get("timestamp"))
-    message_id = record.get("message_id")
-    # Same conversation event stored twice must change nothing: key by message id, else by content.
-    message_key = (
-        str(message_id)
-        if message_id
-        else "|".join(
-            str(v or "")
-            for v in (user_id, *(record.get(k) for k in ("ctwa_clid", "ad_id", "ref", "timestamp", "kind")))
-        )
-    )
-    return (
-        channel,
-        user_key,
-        message_key,
-        record.get("ctwa_clid") or None,
-        record.get("ad_id"),
-        record.get("source_type"),
-        record.get("source_url"),
-        record.get("ref"),
-        user_id,
-        wa_id,
-        record.get("bsuid"),
-        record.get("business_id"),
-        record.get("phone_number_id"),
-        message_id,
-        ts,
-        record.get("kind"),
-        record.get("origin"),
-    )
-
-
-def _split_sql(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,130 @@
+"""The ledger's schema and vocabulary: states, columns and ordered migrations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class LedgerState(StrEnum):
+    IN_FLIGHT = "in_flight"
+    SENT = "sent"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    UNCERTAIN = "uncertain"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    event_name: str
+    event_id: str
+    event_time: int
+    source: str | None = None
+    line: int | None = None
+    payload_hash: str | None = None
+
+
+EventKey = tuple[str, str]
+
+# Ordered migrations; index + 1 is the schema version stored in PRAGMA user_version.
+# Append only once released: a shipped migration is never edited.
+#
+# Events live in a rowid table so that a batch's rows are appended side by side: settling a
+# batch then rewrites a few pages, not one page per event (event ids are random, and a table
+# keyed by them scattered every batch over the whole b-tree: ~1000 WAL pages per transaction).
+# Only the unique key index takes random inserts. `events_open` indexes the rows not `sent`,
+# a small set, so state changes cost little and recovery and `--status` queries stay fast.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE events (
+        id            INTEGER PRIMARY KEY,
+        dataset_id    TEXT NOT NULL,
+        event_name    TEXT NOT NULL,
+        event_id      TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        event_time    INTEGER,
+        batch_id      TEXT,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        fbtrace_id    TEXT,
+        error_code    INTEGER,
+        error_subcode INTEGER,
+        error_message TEXT,
+        source        TEXT,
+        line          INTEGER,
+        payload_hash  TEXT,
+        created_at    REAL NOT NULL,
+        updated_at    REAL NOT NULL,
+        UNIQUE (dataset_id, event_name, event_id)
+    );
+    CREATE INDEX events_open ON events (state, dataset_id) WHERE state != 'sent';
+    CREATE INDEX events_batch ON events (batch_id);
+    CREATE TABLE referrals (
+        channel         TEXT NOT NULL,
+        user_key        TEXT NOT NULL,
+        message_key     TEXT NOT NULL,
+        ctwa_clid       TEXT,
+        ad_id           TEXT,
+        source_type     TEXT,
+        source_url      TEXT,
+        ref             TEXT,
+        user_id         TEXT,
+        wa_id           TEXT,
+        bsuid           TEXT,
+        business_id     TEXT,
+        phone_number_id TEXT,
+        message_id      TEXT,
+        ts              INTEGER,
+        kind            TEXT,
+        origin          TEXT,
+        stored_at       REAL NOT NULL,
+        PRIMARY KEY (channel, message_key)
+    );
+    CREATE INDEX referrals_user ON referrals (user_key, ts);
+    CREATE INDEX referrals_wa ON referrals (wa_id, ts);
+    CREATE INDEX referrals_bsuid ON referrals (bsuid, ts);
+    """,
+    # `send_running` marks a main file that may be behind its -wal (see Ledger.acquire_send_lock).
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+REFERRAL_COLUMNS = (
+    "channel",
+    "ctwa_clid",
+    "ad_id",
+    "source_type",
+    "source_url",
+    "ref",
+    "user_id",
+    "wa_id",
+    "bsuid",
+    "business_id",
+    "phone_number_id",
+    "message_id",
+    "timestamp",
+    "kind",
+    "origin",
+)
+
+EVENT_COLUMNS = (
+    "dataset_id",
+    "event_name",
+    "event_id",
+    "state",
+    "event_time",
+    "attempts",
+    "error_code",
+    "error_subcode",
+    "error_message",
+    "source",
+    "updated_at",
+)
+
+SQL_CHUNK = 500  # SQLite host-parameter budget per IN (...) query
+SEND_WAL_AUTOCHECKPOINT_PAGES = 20000  # ~80 MB of WAL between checkpoints while a send runs
+SEND_CACHE_KIB = 32768  # page cache of the sending connection
+
+
+def split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
