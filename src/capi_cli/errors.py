@@ -79,13 +79,5 @@ class ConfigError(SetupError):
     """A config file or setting is missing or invalid."""
 
 
-class DeliveryIncomplete(CapiError):
-    exit_code = ExitCode.INCOMPLETE
-
-
 class LedgerLocked(CapiError):
     exit_code = ExitCode.LOCKED
-
-
-class Interrupted(CapiError):
-    exit_code = ExitCode.INTERRUPTED

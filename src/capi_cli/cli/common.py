@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from capi_cli.config import Settings
 
 
@@ -75,25 +73,6 @@ def stderr_is_tty() -> bool:
 
 def use_color() -> bool:
     return "NO_COLOR" not in os.environ and stderr_is_tty()
-
-
-_err_console: Console | None = None
-
-
-def err_console() -> Console:
-    """Rich console on stderr: colour only on a terminal and without NO_COLOR."""
-    global _err_console
-    from rich.console import Console
-
-    if _err_console is None or _err_console.file is not sys.stderr:
-        _err_console = Console(
-            file=sys.stderr,
-            no_color=not use_color(),
-            force_terminal=False if not stderr_is_tty() else None,
-            highlight=False,
-            soft_wrap=True,
-        )
-    return _err_console
 
 
 def info(ctx: typer.Context | None, message: str) -> None:

@@ -192,9 +192,6 @@ class FieldMapper:
         self._cache[name] = found
         return found
 
-    def is_ignored(self, name: str) -> bool:
-        return name in self._ignored
-
     def map_record(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
         """(record, unknown column names, canonical keys whose value was too long)."""
         record: dict[str, Any] = {}
