@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import IO, Any
 
@@ -80,11 +81,21 @@ def format_for(path: str | Path, input_format: str | None = None) -> str | None:
 
 def read_records(path: str | Path, input_format: str | None = None) -> Iterator[Record]:
     """Records of one input (a file or `-` for stdin), in order."""
+    return _open(path, input_format, False)  # type: ignore[return-value] # no PlainBlock without `plain`
+
+
+def read_items(path: str | Path, input_format: str | None = None) -> Iterator[Record | PlainBlock]:
+    """Like read_records, but plain stretches of a CSV file come as PlainBlocks, not parsed: the
+    worker processes read them (events.parallel)."""
+    return _open(path, input_format, True)
+
+
+def _open(path: str | Path, input_format: str | None, plain: bool) -> Iterator[Record | PlainBlock]:
     fmt = format_for(path, input_format)
     if str(path) == STDIN:
         head = sys.stdin.buffer.read(_CHUNK)
         stream: IO[bytes] = io.BufferedReader(Prefixed(head, sys.stdin.buffer))  # type: ignore[arg-type]
-        yield from _read(stream, fmt or sniff(head))
+        yield from _read(stream, fmt or sniff(head), plain)
         return
     if fmt is None:
         raise UsageError(
@@ -99,12 +110,12 @@ def read_records(path: str | Path, input_format: str | None = None) -> Iterator[
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     with stream:
-        yield from _read(stream, fmt)
+        yield from _read(stream, fmt, plain)
 
 
-def _read(stream: IO[bytes], fmt: str) -> Iterator[Record]:
+def _read(stream: IO[bytes], fmt: str, plain: bool = False) -> Iterator[Record | PlainBlock]:
     if fmt in ("csv", "tsv"):
-        return _csv_records(stream, "\t" if fmt == "tsv" else None)
+        return _csv_items(stream, "\t" if fmt == "tsv" else None, plain)
     if fmt == "ndjson":
         return _ndjson_records(stream)
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
@@ -135,52 +146,127 @@ def sniff(head: bytes) -> str:
     return "tsv" if first.count("\t") > max(first.count(","), first.count(";")) else "csv"
 
 
-# -- CSV -----------------------------------------------------------------------------------------
+# -- lines ---------------------------------------------------------------------------------------
+
+_BLOCK = 1 << 18  # bytes read at a time
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Consecutive lines of a file: `text` when the whole block decoded at once (clean: every line
+    UTF-8, no NUL, none too long), else `lines`, with each bad line as an empty line and its reason
+    in `_Lines.bad`. `start` is the first line's number, `count` how many lines there are."""
+
+    start: int
+    count: int
+    text: str | None
+    lines: list[str] | None
+
+    def iter_lines(self) -> Iterator[str]:
+        """The lines, each with its line end (the file's last one may have none)."""
+        if self.lines is not None:
+            return iter(self.lines)
+        return io.StringIO(self.text, newline="\n")  # type: ignore[arg-type] # splits at LF only
 
 
 class _Lines:
-    """Decoded lines of a byte stream for the csv module, noting lines that are not UTF-8 or too long."""
+    """Decoded lines of a byte stream, read a block at a time. Lines that are not UTF-8, hold a
+    NUL or are too long come as empty lines with the reason in `bad` (by line number): a block without
+    any of those is decoded in one call, which is most of the cost of reading a large file."""
 
     def __init__(self, stream: IO[bytes]) -> None:
-        self._readline = stream.readline
-        self.number = 0
+        self._read = stream.read
+        self.number = 0  # lines produced so far
         self.bad: dict[int, str] = {}
 
     def __iter__(self) -> Iterator[str]:
-        readline = self._readline
+        for block in self.blocks():
+            yield from block.iter_lines()
+
+    def blocks(self) -> Iterator[Block]:
+        read = self._read
+        pending = b""  # the start of a line whose end is not read yet
         first = True
         while True:
-            raw = readline(MAX_LINE_BYTES)
-            if not raw:
+            chunk = read(_BLOCK)
+            data = pending + chunk if pending else chunk
+            if not chunk:  # end of the stream: what is left is a last line without "\n"
+                if data:
+                    yield self._block(data, first)
                 return
-            self.number += 1
-            if len(raw) == MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                while True:  # drop the rest of the line without holding it
-                    more = readline(MAX_LINE_BYTES)
-                    if not more or more.endswith(b"\n"):
-                        break
-                self.bad[self.number] = f"line longer than {MAX_LINE_BYTES // 1024} KiB"
-                yield "\n"
-                continue
-            if first:
+            end = data.rfind(b"\n") + 1
+            pending = data[end:]
+            if end:
+                yield self._block(data[:end], first)
                 first = False
-                if raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
-                elif raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-                    self.bad[self.number] = "UTF-16 text (save the file as UTF-8)"
-                    yield "\n"
-                    continue
-            if b"\x00" in raw:
-                # NUL is valid UTF-8 and the csv module passes it into values, where it would be sent
-                # to Meta as part of a click id; a NUL in a text export means binary data.
-                self.bad[self.number] = "NUL byte in the line (binary data, not text)"
-                yield "\n"
-                continue
+            if len(pending) >= MAX_LINE_BYTES:
+                # A line too long to hold: reported, and the rest of it dropped as it is read.
+                self.number += 1
+                self.bad[self.number] = f"line longer than {MAX_LINE_BYTES // 1024} KiB"
+                yield Block(self.number, 1, None, ["\n"])
+                first = False
+                pending = self._drop_line()
+
+    def _drop_line(self) -> bytes:
+        """Reads to the end of the current line; what follows it."""
+        while True:
+            chunk = self._read(_BLOCK)
+            if not chunk:
+                return b""
+            end = chunk.find(b"\n")
+            if end >= 0:
+                return chunk[end + 1 :]
+
+    def _block(self, data: bytes, first: bool) -> Block:
+        start = self.number + 1
+        clean = data[3:] if first and data.startswith(b"\xef\xbb\xbf") else data
+        if len(data) < MAX_LINE_BYTES and b"\x00" not in clean \
+                and not (first and clean.startswith((b"\xff\xfe", b"\xfe\xff"))):
             try:
-                yield raw.decode("utf-8")
+                text = clean.decode("utf-8")
             except UnicodeDecodeError:
-                self.bad[self.number] = "not UTF-8 text (save the file as UTF-8)"
-                yield raw.decode("utf-8", "replace")
+                pass
+            else:
+                count = text.count("\n") + (not text.endswith("\n"))
+                self.number += count
+                return Block(start, count, text, None)
+        lines = [self._line(raw, first and index == 0) for index, raw in enumerate(_split_lf(data))]
+        return Block(start, len(lines), None, lines)
+
+    def _line(self, raw: bytes, first: bool) -> str:
+        self.number += 1
+        if len(raw) - raw.endswith(b"\n") >= MAX_LINE_BYTES:
+            self.bad[self.number] = f"line longer than {MAX_LINE_BYTES // 1024} KiB"
+            return "\n"
+        if first:
+            if raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            elif raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                self.bad[self.number] = "UTF-16 text (save the file as UTF-8)"
+                return "\n"
+        if b"\x00" in raw:
+            # NUL is valid UTF-8 and the csv module passes it into values, where it would be sent
+            # to Meta as part of a click id; a NUL in a text export means binary data.
+            self.bad[self.number] = "NUL byte in the line (binary data, not text)"
+            return "\n"
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.bad[self.number] = "not UTF-8 text (save the file as UTF-8)"
+            return raw.decode("utf-8", "replace")
+
+
+def _split_lf(data: bytes) -> list[bytes]:
+    """Lines ending at LF only (bytes.splitlines would also split at CR), each with its end."""
+    parts = data.split(b"\n")
+    last = parts.pop()
+    lines = [part + b"\n" for part in parts]
+    if last:
+        lines.append(last)
+    return lines
+
+
+# -- CSV -----------------------------------------------------------------------------------------
 
 
 def _delimiter(header: str) -> str:
@@ -189,37 +275,24 @@ def _delimiter(header: str) -> str:
     return best if counts[best] else ","
 
 
-def _csv_records(stream: IO[bytes], delimiter: str | None) -> Iterator[Record]:
-    lines = _Lines(stream)
-    source = iter(lines)
-    pending: list[str] = []
-    header_text = ""
-    for text in source:  # the header: first non-blank line
-        if lines.bad.get(lines.number):
-            # An overlong or non-UTF-8 first line comes as a blank one; it is the header all the
-            # same, and skipping it would read a file of a million columns as an empty file (exit 0).
-            yield lines.number, Malformed(f"header: {lines.bad[lines.number]}")
-            return
-        if text.strip():
-            header_text = text
-            pending.append(text)
-            break
-    if not pending:
-        return
-    header_line = lines.number
-    # strict: a quote left open at the end of the file is an error, not one field that swallows
-    # every row after it (the rows would vanish from the report).
-    reader = csv.reader(_chain(pending, source), delimiter=delimiter or _delimiter(header_text), strict=True)
-    try:
-        header = [name.strip() for name in next(reader)]
-    except csv.Error as exc:
-        yield header_line, Malformed(f"header: {exc}")
-        return
+class _Offset:
+    """Line number of the line before the reader's first (grows as plain blocks go to workers)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def _csv_rows(reader: Any, header: list[str], offset: _Offset, bad: dict[int, str]) -> Iterator[Record | None]:
+    """The records of a csv.reader, with their first line's number; None for a row left out (blank).
+
+    The one place that turns csv rows into records: the file's reader and a worker reading a
+    PlainBlock both go through it."""
     width = len(header)
-    line_offset = header_line - 1
     previous = reader.line_num
     while True:
-        start = line_offset + previous + 1
+        start = offset.value + previous + 1
         try:
             row = next(reader)
         except StopIteration:
@@ -229,17 +302,18 @@ def _csv_records(stream: IO[bytes], delimiter: str | None) -> Iterator[Record]:
             reason = "a quoted field is never closed" if "end of data" in str(exc) else str(exc)
             yield start, Malformed(f"unreadable CSV row: {reason}")
             continue
-        end = line_offset + reader.line_num
+        end = offset.value + reader.line_num
         previous = reader.line_num
-        if lines.bad:
-            problem = next((lines.bad.pop(n) for n in range(start, end + 1) if n in lines.bad), None)
+        if bad:
+            problem = next((bad.pop(n) for n in range(start, end + 1) if n in bad), None)
             if problem is not None:
                 for n in range(start, end + 1):
-                    lines.bad.pop(n, None)
+                    bad.pop(n, None)
                 yield start, Malformed(problem)
                 continue
         if not row or (not row[0].strip() and not "".join(row).strip()):
-            continue  # blank lines, and rows of empty cells that spreadsheets leave at the end
+            yield None  # blank lines, and rows of empty cells that spreadsheets leave at the end
+            continue
         if len(row) != width:
             if len(row) < width:
                 row.extend([""] * (width - len(row)))
@@ -251,9 +325,89 @@ def _csv_records(stream: IO[bytes], delimiter: str | None) -> Iterator[Record]:
         yield start, (header, row)
 
 
-def _chain(first: list[str], rest: Iterator[str]) -> Iterator[str]:
-    yield from first
-    yield from rest
+@dataclass(frozen=True, slots=True)
+class PlainBlock:
+    """Whole lines of a CSV file, clean and without a single quote character, that start between
+    two records: any process reads from them, with `records`, what the file's reader would."""
+
+    header: list[str]
+    delimiter: str
+    start: int
+    text: str
+
+    def records(self) -> Iterator[Record]:
+        reader = csv.reader(io.StringIO(self.text, newline="\n"), delimiter=self.delimiter, strict=True)
+        for item in _csv_rows(reader, self.header, _Offset(self.start - 1), {}):
+            if item is not None:
+                yield item
+
+
+def _csv_records(stream: IO[bytes], delimiter: str | None) -> Iterator[Record]:
+    return _csv_items(stream, delimiter, False)  # type: ignore[return-value] # no PlainBlock without `plain`
+
+
+def _csv_items(stream: IO[bytes], delimiter: str | None, plain: bool) -> Iterator[Record | PlainBlock]:
+    """The records of a CSV stream. With `plain`, blocks that hold only plain records (no quote
+    character, nothing bad) and start between two records come as PlainBlocks instead, for the
+    worker processes to read: the parent then does not parse them at all."""
+    lines = _Lines(stream)
+    blocks = lines.blocks()
+    first: list[str] = []
+    header_line = 0
+    for block in blocks:  # the header: first non-blank line
+        for number, text in enumerate(block.iter_lines(), block.start):
+            if first:
+                first.append(text)
+            elif number in lines.bad:
+                # An overlong or non-UTF-8 first line comes as a blank one; it is the header all the
+                # same, and skipping it would read a file of a million columns as an empty file (exit 0).
+                yield number, Malformed(f"header: {lines.bad[number]}")
+                return
+            elif text.strip():
+                header_line = number
+                first.append(text)
+        if first:
+            break
+    if not first:
+        return
+    loaded = header_line + len(first) - 1  # the last line handed to the csv reader
+    waiting: list[Block] = []
+
+    def feed() -> Iterator[Iterator[str]]:
+        nonlocal loaded
+        yield iter(first)
+        while True:
+            if waiting:
+                yield waiting.pop().iter_lines()
+                continue
+            block = next(blocks, None)
+            if block is None:
+                return
+            loaded = block.start + block.count - 1
+            yield block.iter_lines()
+
+    # strict: a quote left open at the end of the file is an error, not one field that swallows
+    # every row after it (the rows would vanish from the report).
+    reader = csv.reader(chain.from_iterable(feed()), delimiter=delimiter or _delimiter(first[0]), strict=True)
+    try:
+        header = [name.strip() for name in next(reader)]
+    except csv.Error as exc:
+        yield header_line, Malformed(f"header: {exc}")
+        return
+    offset = _Offset(header_line - 1)
+    for item in _csv_rows(reader, header, offset, lines.bad):
+        if item is not None:
+            yield item
+        if plain and offset.value + reader.line_num == loaded:
+            # Between two records, at the end of what the reader was given: the next blocks that
+            # are plain go to the workers whole.
+            while (ahead := next(blocks, None)) is not None:
+                loaded = ahead.start + ahead.count - 1
+                if ahead.text is None or '"' in ahead.text:
+                    waiting.append(ahead)
+                    break
+                offset.value += ahead.count
+                yield PlainBlock(header, reader.dialect.delimiter, ahead.start, ahead.text)
 
 
 # -- NDJSON --------------------------------------------------------------------------------------
@@ -261,8 +415,7 @@ def _chain(first: list[str], rest: Iterator[str]) -> Iterator[str]:
 
 def _ndjson_records(stream: IO[bytes]) -> Iterator[Record]:
     lines = _Lines(stream)
-    for text in lines:
-        number = lines.number
+    for number, text in enumerate(lines, 1):
         if lines.bad:
             problem = lines.bad.pop(number, None)
             if problem is not None:
