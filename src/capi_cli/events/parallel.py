@@ -26,13 +26,14 @@ import sys
 import threading
 import traceback
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from capi_cli.events.pipeline import Stager
+    from capi_cli.events.readers import PlainBlock
 
 ENV = "CAPI_WORKERS"
 AUTO_MIN_BYTES = 4 << 20  # below this, starting workers (~0.2 s) costs more than it saves
@@ -75,6 +76,28 @@ def worker_count(paths: Sequence[str | Path], referrals: Any) -> int:
 
 class WorkerFailed(RuntimeError):
     pass
+
+
+_PLAIN = "plain"  # a message holding a PlainBlock's fields, not records
+
+
+class _Later:
+    """The records of a PlainBlock, parsed in this process only if one is needed here (the body of a
+    duplicate of an event already sent is built here, to report its problems)."""
+
+    __slots__ = ("block", "_records")
+
+    def __init__(self, block: PlainBlock) -> None:
+        self.block = block
+        self._records: dict[int, Any] | None = None
+
+    def at(self, line: int) -> Callable[[], Any]:
+        return lambda: self.raw(line)
+
+    def raw(self, line: int) -> Any:
+        if self._records is None:
+            self._records = dict(self.block.records())
+        return self._records[line]
 
 
 def _write(stream: IO[bytes], data: bytes) -> None:
@@ -175,20 +198,39 @@ class WorkerPool:
             raise WorkerFailed(f"a worker process failed:\n{answer}")
         return answer  # type: ignore[no-any-return]
 
+    def submit_plain(self, block: PlainBlock) -> int:
+        """Send one PlainBlock of a CSV file, for the worker to parse too."""
+        data = pickle.dumps((_PLAIN, (block.header, block.delimiter, block.start, block.text)),
+                            protocol=pickle.HIGHEST_PROTOCOL)
+        worker = self._next
+        self._next = (worker + 1) % len(self._procs)
+        self._queues[worker].put(data)
+        return worker
+
     def stage(self, stager: Stager, path: str | Path, input_format: str | None) -> Iterator[tuple[Any, ...]]:
         """pipeline._local_stage's items for one file, staged (and mostly built) by the workers."""
         from capi_cli.events.pipeline import LOCAL, ROW
-        from capi_cli.events.readers import read_records
+        from capi_cli.events.readers import PlainBlock, read_items
 
-        in_flight: deque[tuple[int, list[tuple[int, int, Any]]]] = deque()
+        in_flight: deque[tuple[int, list[tuple[int, Any]] | PlainBlock]] = deque()
         limit = AHEAD * len(self._procs)
+        index = 0
 
         def answers() -> Iterator[tuple[Any, ...]]:
-            worker, chunk = in_flight.popleft()
-            for (line, index, raw), answer in zip(chunk, self.collect(worker), strict=True):
+            nonlocal index
+            worker, sent = in_flight.popleft()
+            if type(sent) is PlainBlock:
+                lines, replies = self.collect(worker)
+                later = _Later(sent)
+                chunk: Iterable[tuple[int, Any]] = [(line, later) for line in lines]
+            else:
+                chunk, replies = sent, self.collect(worker)  # type: ignore[assignment]
+            for (line, raw), answer in zip(chunk, replies, strict=True):
+                index += 1
+                local = (raw,) if type(raw) is not _Later else raw.at(line)
                 if type(answer[0]) is str:  # a valid event: (text, name, id, time, time_given, attributed, unknown)
                     yield (ROW, line, index, answer[6], answer[1], answer[2], answer[3], answer[4], (),
-                           (answer[0], answer[5], ()), (raw,))
+                           (answer[0], answer[5], ()), local)
                     continue
                 kind, unknown, head, errors, body = answer
                 if kind == LOCAL:
@@ -201,20 +243,25 @@ class WorkerPool:
                 elif head is None:
                     yield kind, line, index, unknown, None, None, None, True, errors, None, None
                 else:
-                    yield kind, line, index, unknown, head[0], head[1], head[2], head[3], errors, body, (raw,)
+                    yield kind, line, index, unknown, head[0], head[1], head[2], head[3], errors, body, local
 
-        chunk: list[tuple[int, int, Any]] = []
-        index = 0
-        for line, raw in read_records(path, input_format):
-            index += 1
-            chunk.append((line, index, raw))
-            if len(chunk) >= CHUNK:
-                in_flight.append((self.submit([item[2] for item in chunk]), chunk))
+        chunk: list[tuple[int, Any]] = []
+        for item in read_items(path, input_format):
+            if type(item) is PlainBlock:
+                if chunk:
+                    in_flight.append((self.submit([raw for _, raw in chunk]), chunk))
+                    chunk = []
+                in_flight.append((self.submit_plain(item), item))
+            else:
+                chunk.append(item)  # type: ignore[arg-type]
+                if len(chunk) < CHUNK:
+                    continue
+                in_flight.append((self.submit([raw for _, raw in chunk]), chunk))
                 chunk = []
-                if len(in_flight) >= limit:
-                    yield from answers()
+            while len(in_flight) >= limit:
+                yield from answers()
         if chunk:
-            in_flight.append((self.submit([item[2] for item in chunk]), chunk))
+            in_flight.append((self.submit([raw for _, raw in chunk]), chunk))
         while in_flight:
             yield from answers()
 
@@ -272,7 +319,19 @@ class _Worker:
         stage = self.stager.stage
         staged: list[Any] = []
         header, items = message
-        if header is not None:
+        lines: list[int] | None = None
+        if header == _PLAIN:
+            from capi_cli.events.readers import PlainBlock
+
+            header, delimiter, start, text = items
+            if header != self._header:
+                self._header = header
+            else:
+                header = self._header  # one header object for the file: the mapper plans it once
+            records = list(PlainBlock(header, delimiter, start, text).records())
+            lines = [line for line, _ in records]
+            staged = [stage(raw) for _, raw in records]
+        elif header is not None:
             if header != self._header:
                 self._header = header
             header = self._header  # one header object for the file: the mapper plans it once
@@ -314,7 +373,7 @@ class _Worker:
                 answers.append((ROW, unknown, fields, errors, (None, attributed, body_errors)))
             else:
                 answers.append((payload_json(payload), *fields, attributed, unknown))
-        return answers
+        return answers if lines is None else (lines, answers)  # type: ignore[return-value]
 
 
 def main() -> int:

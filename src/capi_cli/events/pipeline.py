@@ -189,7 +189,8 @@ class Stager:
 # One staged record as _sequence takes it: (kind, line, index, unknown columns, event_name,
 # event_id, event_time, time_given, errors, body, local) where body is None (to build here),
 # NESTED, or (payload JSON text or None, attributed, body errors) from a worker; local is
-# (record, head) to build it from, or (raw,) to stage again first.
+# (record, head) to build it from, or the raw record to stage again first: (raw,), or a function
+# that gives it (a record of a PlainBlock, which this process never parsed).
 StagedItem = tuple[Any, ...]
 
 
@@ -340,13 +341,12 @@ def _sequence(
                 continue
             if kind == OUT:
                 continue
+            duplicate = None
             if event_id is not None and name is not None:
                 if seen.add(f"{name}\x1f{event_id}"):
-                    errors = [
-                        *errors,
-                        ("event_id", "duplicate_event_id",
-                         f"{name} {event_id!r} appears earlier in the input; only the first is kept"),
-                    ]
+                    duplicate = ("event_id", "duplicate_event_id",
+                                 f"{name} {event_id!r} appears earlier in the input; only the first is kept")
+                    errors = [*errors, duplicate]
                     if kind == SENT:
                         body = None  # the worker skipped the body; the duplicate's problems need it
                 elif kind == SENT:
@@ -360,8 +360,11 @@ def _sequence(
                     return
                 remaining -= 1
             if body is None:
-                if len(local) == 1:  # (raw,): a worker staged it; the mapped record is needed here
-                    staged = stager.stage(local[0])
+                if type(local) is not tuple or len(local) == 1:
+                    # (raw,) or a function giving it: a worker staged the record, and skipped it as
+                    # sent; the mapped record and everything the head finds wrong are needed here.
+                    staged = stager.stage(local[0] if type(local) is tuple else local())
+                    errors = [*staged[3], duplicate] if duplicate is not None and staged[3] is not None else errors
                     local = (staged[4], staged[2])
                 record, head = local
                 try:
