@@ -187,10 +187,17 @@ def _items(paths: list[Path], home: Path, **options: Any) -> list[tuple[Any, ...
     return found
 
 
+@pytest.mark.parametrize("block", [None, 700], ids=["one-block", "small-blocks"])
 @pytest.mark.parametrize("options", [{}, {"limit": 37}, {"until": NOW - 2 * HOUR}], ids=["all", "limit", "until"])
 def test_iter_events_is_identical_with_and_without_workers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: dict[str, Any]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], block: int | None
 ) -> None:
+    """With small blocks most of the CSV file goes to the workers as PlainBlocks, parsed there, with
+    quoted and broken records read in this process between them."""
+    if block is not None:
+        from capi_cli.events import readers
+
+        monkeypatch.setattr(readers, "_BLOCK", block)
     paths = [_write(tmp_path / "a.csv", _rows(180)), _write(tmp_path / "b.ndjson", _rows(90))]
     home = tmp_path / "home"
     _prepare_ledger(home)
@@ -200,15 +207,22 @@ def test_iter_events_is_identical_with_and_without_workers(
 
     pools: list[int] = []
 
+    plain: list[int] = []
+
     class CountedPool(module.WorkerPool):
         def __init__(self, count: int, config: dict[str, Any]) -> None:
             pools.append(count)
             super().__init__(count, config)
 
+        def submit_plain(self, block: Any) -> int:
+            plain.append(block.start)
+            return super().submit_plain(block)
+
     monkeypatch.setattr(module, "WorkerPool", CountedPool)
     monkeypatch.setenv("CAPI_WORKERS", "2")
     parallel = _items(paths, home, **options)
     assert pools == [2]
+    assert len(plain) > 5 if block else not plain
     assert single == parallel
     assert any(item[0] == "event" for item in single)
 
