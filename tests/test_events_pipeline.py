@@ -435,9 +435,9 @@ def test_sent_events_are_skipped_with_one_query_per_chunk_not_per_row(tmp_path, 
     ledger.begin_batch("42", "b1", sent)
     ledger.settle("42", "b1", [(e.event_name, e.event_id) for e in sent], "sent")
     queries = []
-    real_entries = ledger.entries
+    real_sent_among = ledger.sent_among
     monkeypatch.setattr(ledger, "state_of", lambda *a: pytest.fail("a ledger query per row"))
-    monkeypatch.setattr(ledger, "entries", lambda ds, keys: queries.append(len(keys)) or real_entries(ds, keys))
+    monkeypatch.setattr(ledger, "sent_among", lambda ds, keys: queries.append(len(keys)) or real_sent_among(ds, keys))
     skip = LedgerSkip(ledger, "42")
     settings = load_settings(env={"CAPI_HOME": str(tmp_path)})
     built = [e for e in iter_events([tmp_path / "leads.csv"], settings, skip=skip) if isinstance(e, BuiltEvent)]

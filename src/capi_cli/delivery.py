@@ -214,8 +214,7 @@ class LedgerSkip:
 
     def sent_among(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """The keys the ledger says were sent, in as few queries as the parameter limit allows."""
-        entries = self.ledger.entries(self.dataset_id, keys)
-        return {key for key, (state, _) in entries.items() if state == LedgerState.SENT}
+        return self.ledger.sent_among(self.dataset_id, keys)
 
 
 def _json_of(event: DeliverableEvent) -> str:

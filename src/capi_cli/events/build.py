@@ -60,6 +60,21 @@ def derive_event_id(*parts: str) -> str:
     return _sha256("\x1f".join(("capi1", *parts)).encode("utf-8")).hexdigest()[:32]
 
 
+def _event_name(raw_name: Any) -> str | None:
+    """Meta's spelling of an event name given in any case, or None when it is not one."""
+    return EVENT_NAME_BY_LOWER.get(str(raw_name).strip().lower())
+
+
+def _given_event_id(name: str, record: dict[str, Any]) -> str | None:
+    """The event id a record gives outright: its event_id, else one derived from its order_id."""
+    event_id = first_value(record["event_id"]) if "event_id" in record else None
+    if event_id is None:
+        order_id = first_value(record["order_id"]) if "order_id" in record else None
+        if order_id is not None:
+            event_id = derive_event_id(name, "order", order_id)
+    return event_id
+
+
 def _values(value: Any) -> list[str]:
     """Several values of one field: a list, or `a|b` in a CSV cell."""
     if type(value) is str:
@@ -106,13 +121,27 @@ class EventBuilder:
 
     # -- identity ---------------------------------------------------------------------------
 
+    @staticmethod
+    def key(record: dict[str, Any]) -> tuple[str, str] | None:
+        """(event_name, event_id) when the record names its event outright (an event_id or an
+        order_id): exactly what `head` finds for it, read from fields.KEY_FIELDS alone. None when
+        the id needs more of the record (then only `head` knows it)."""
+        raw_name = record.get("event_name")
+        if raw_name is None:
+            return None
+        name = _event_name(raw_name)
+        if name is None:
+            return None
+        event_id = _given_event_id(name, record)
+        return None if event_id is None else (name, event_id)
+
     def head(self, record: dict[str, Any], errors: Errors) -> Head:
         raw_name = record.get("event_name")
         name: str | None = None
         if raw_name is None:
             errors.append(("event_name", "missing_field", "no event_name: add the column or --set event_name=Purchase"))
         else:
-            name = EVENT_NAME_BY_LOWER.get(str(raw_name).strip().lower())
+            name = _event_name(raw_name)
             if name is None:
                 errors.append(
                     ("event_name", "unknown_event_name",
@@ -141,12 +170,10 @@ class EventBuilder:
 
         channel = self._channel(record, errors)
 
-        event_id = first_value(record["event_id"]) if "event_id" in record else None
+        event_id = _given_event_id(name, record) if name is not None else (
+            first_value(record["event_id"]) if "event_id" in record else None)
         if event_id is None and name is not None:
-            order_id = first_value(record["order_id"]) if "order_id" in record else None
-            if order_id is not None:
-                event_id = derive_event_id(name, "order", order_id)
-            elif raw_time is not None and event_time is not None:
+            if raw_time is not None and event_time is not None:
                 event_id = derive_event_id(name, channel or "", self._user_key(record, channel), str(event_time))
             else:
                 # No order id and no time: the row itself is the identity (same row, same id).

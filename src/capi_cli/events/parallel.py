@@ -300,8 +300,10 @@ class _Worker:
 
         referrals = ledger(config["referrals"]) if config.get("referrals") else None
         sent = config.get("sent")
-        self.sent_ledger = ledger(sent[0]) if sent else None
-        self.dataset_id = sent[1] if sent else None
+        self.sent_among: Callable[[list[tuple[str, str]]], set[tuple[str, str]]] | None = None
+        if sent:
+            sent_ledger, dataset_id = ledger(sent[0]), sent[1]
+            self.sent_among = lambda keys: sent_ledger.sent_among(dataset_id, keys)
         builder = EventBuilder(
             SimpleNamespace(**config["settings"]),
             now=config["now"],
@@ -316,8 +318,6 @@ class _Worker:
         from capi_cli.events.jsontext import payload_json
         from capi_cli.events.pipeline import LOCAL, NESTED, ROW, SENT
 
-        stage = self.stager.stage
-        staged: list[Any] = []
         header, items = message
         lines: list[int] | None = None
         if header == _PLAIN:
@@ -330,39 +330,36 @@ class _Worker:
                 header = self._header  # one header object for the file: the mapper plans it once
             records = list(PlainBlock(header, delimiter, start, text).records())
             lines = [line for line, _ in records]
-            staged = [stage(raw) for _, raw in records]
+            raws: list[Any] = [raw for _, raw in records]
         elif header is not None:
             if header != self._header:
                 self._header = header
-            header = self._header  # one header object for the file: the mapper plans it once
-            staged = [stage((header, row)) for row in items]
+            header = self._header
+            raws = [(header, row) for row in items]
         else:
+            raws = []
             for raw in items:
-                if raw is None:
-                    staged.append((LOCAL, (), None, None, None))
-                    continue
                 if type(raw) is tuple:
                     if raw[0] != self._header:
                         self._header = raw[0]
                     raw = (self._header, raw[1])
-                staged.append(stage(raw))
-        sent: set[tuple[str, str]] = set()
-        if self.sent_ledger is not None:
-            keys = [(head.event_name, head.event_id) for kind, _, head, _, _ in staged
-                    if kind == ROW and head.event_id is not None and head.event_name is not None]
-            if keys:
-                entries = self.sent_ledger.entries(self.dataset_id, keys)
-                sent = {key for key, (state, _) in entries.items() if state == "sent"}
+                raws.append(raw)
+        if None in raws:  # records too deep to pickle: staged in the parent
+            staged_here = iter(self.stager.stage_chunk([raw for raw in raws if raw is not None], self.sent_among))
+            staged: list[Any] = [(LOCAL, (), None, None, None) if raw is None else next(staged_here) for raw in raws]
+        else:
+            staged = self.stager.stage_chunk(raws, self.sent_among)
         body_of = self.builder.body
         answers: list[tuple[Any, ...]] = []
         for kind, unknown, head, errors, record in staged:
+            if kind == SENT:
+                answers.append((SENT, unknown, (head.event_name, head.event_id, head.event_time, head.time_given),
+                                errors, None))
+                continue
             if kind != ROW:
                 answers.append((kind, unknown, None, errors, None))
                 continue
             fields = (head.event_name, head.event_id, head.event_time, head.time_given)
-            if sent and (head.event_name, head.event_id) in sent:
-                answers.append((SENT, unknown, fields, errors, None))
-                continue
             body_errors: list[Any] = []
             try:
                 payload, attributed = body_of(record, head, body_errors)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,7 @@ def _bound(value: When, now: float, builder: EventBuilder, option: str) -> int |
 
 
 Staged = tuple[int, Sequence[str], Head | None, "Errors | str | None", "dict[str, Any] | None"]
+SentAmong = Callable[[list[tuple[str, str]]], set[tuple[str, str]]]
 
 
 class Stager:
@@ -185,6 +187,39 @@ class Stager:
             return OUT, unknown, None, None, None
         return ROW, unknown, head, errors, record
 
+    def stage_chunk(self, raws: Sequence[Any], sent_among: SentAmong | None) -> list[Staged]:
+        """`stage` of each record; with `sent_among`, a record the ledger says was sent comes back
+        as SENT, and nothing but its name and id is read when it gives them outright (a CSV row
+        with an event_id or order_id column: EventBuilder.key, the same key `head` finds).
+        The ledger is asked once or twice per chunk, not once per record."""
+        stage = self.stage
+        if sent_among is None:
+            return [stage(raw) for raw in raws]
+        keys: list[tuple[str, str] | None] = [None] * len(raws)
+        unknowns: list[Sequence[str]] = [()] * len(raws)
+        if self.since is None and self.until is None:  # else the time decides first (OUT before SENT)
+            key_of, map_keys = self.builder.key, self.mapper.map_row_keys
+            for number, raw in enumerate(raws):
+                if type(raw) is tuple:
+                    record, unknowns[number] = map_keys(*raw)
+                    keys[number] = key_of(record)
+        known = [key for key in keys if key is not None]
+        sent = sent_among(known) if known else set()
+        staged: list[Any] = []
+        for raw, key, unknown in zip(raws, keys, unknowns, strict=True):
+            if key is not None and key in sent:
+                staged.append((SENT, unknown, Head(key[0], None, None, key[1]), (), None))
+            else:
+                staged.append(stage(raw))
+        # The rest: ids only the head could work out (from the time and the customer, or the row).
+        asked = [(item[2].event_name, item[2].event_id) for item, key in zip(staged, keys, strict=True)
+                 if key is None and item[0] == ROW and item[2].event_name is not None and item[2].event_id is not None]
+        if asked and (sent := sent_among(asked)):
+            for number, item in enumerate(staged):
+                if item[0] == ROW and keys[number] is None and (item[2].event_name, item[2].event_id) in sent:
+                    staged[number] = (SENT, *item[1:])
+        return staged
+
 
 # One staged record as _sequence takes it: (kind, line, index, unknown columns, event_name,
 # event_id, event_time, time_given, errors, body, local) where body is None (to build here),
@@ -201,43 +236,35 @@ def _local_stage(
     stager: Stager,
     path: str | Path,
     input_format: str | None,
-    sent_among: Callable[[list[tuple[str, str]]], set[tuple[str, str]]] | None = None,
+    sent_among: SentAmong | None = None,
 ) -> Iterator[StagedItem]:
     """Stage records in this process. With `sent_among`, records are staged in chunks and the
     ledger is asked once per chunk, as the worker processes do (a query per row cost a re-run
     most of its time)."""
     stage = stager.stage
     index = 0
-    chunk: list[StagedItem] = []
-    for line, raw in read_records(path, input_format):
-        index += 1
-        kind, unknown, head, errors, record = stage(raw)
-        if head is None:
-            item: StagedItem = (kind, line, index, unknown, None, None, None, True, errors, None, None)
-        else:
-            item = (kind, line, index, unknown, head.event_name, head.event_id, head.event_time, head.time_given,
-                    errors, None, (record, head))
-        if sent_among is None:
-            yield item
-            continue
-        chunk.append(item)
-        if len(chunk) >= _LOCAL_CHUNK:
-            yield from _mark_sent(chunk, sent_among)
-            chunk = []
-    if chunk:
-        yield from _mark_sent(chunk, sent_among)  # type: ignore[arg-type]
+    if sent_among is None:
+        for line, raw in read_records(path, input_format):
+            index += 1
+            yield _item(stage(raw), line, index, raw)
+        return
+    chunk: list[tuple[int, Any]] = []
+    records = read_records(path, input_format)
+    while True:
+        chunk = list(islice(records, _LOCAL_CHUNK))
+        if not chunk:
+            return
+        for (line, raw), staged in zip(chunk, stager.stage_chunk([raw for _, raw in chunk], sent_among), strict=True):
+            index += 1
+            yield _item(staged, line, index, raw)
 
 
-def _mark_sent(
-    chunk: list[StagedItem], sent_among: Callable[[list[tuple[str, str]]], set[tuple[str, str]]]
-) -> Iterator[StagedItem]:
-    keys = [(item[4], item[5]) for item in chunk if item[0] == ROW and item[4] is not None and item[5] is not None]
-    sent = sent_among(keys) if keys else set()
-    for item in chunk:
-        if sent and item[0] == ROW and (item[4], item[5]) in sent:
-            yield (SENT, *item[1:])
-        else:
-            yield item
+def _item(staged: Staged, line: int, index: int, raw: Any) -> StagedItem:
+    kind, unknown, head, errors, record = staged
+    if head is None:
+        return kind, line, index, unknown, None, None, None, True, errors, None, None
+    return (kind, line, index, unknown, head.event_name, head.event_id, head.event_time, head.time_given,
+            errors, None, (raw,) if kind == SENT else (record, head))
 
 
 def iter_events(
