@@ -332,3 +332,67 @@ def test_send_events_json_posts_the_same_body_as_send_events(
         assert client.send_events_json(DATASET, [payload_json(p) for p in payloads]).ok
     assert posted[0] == posted[1]
     assert json.loads(posted[0])["data"] == payloads
+
+
+# -- workers started early -------------------------------------------------------------------------
+
+
+def _spawn_recorder(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    from capi_cli.events import parallel as module
+
+    spawned: list[subprocess.Popen[bytes]] = []
+    real_spawn = module._spawn
+
+    def spawn() -> subprocess.Popen[bytes]:
+        spawned.append(real_spawn())
+        return spawned[-1]
+
+    monkeypatch.setattr(module, "_spawn", spawn)
+    return spawned
+
+
+def test_send_starts_its_workers_before_reading_and_the_build_uses_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`send` and `validate` start the workers first thing (their start-up overlaps the command's),
+    the build takes those same processes, and none is left running afterwards."""
+    from typer.testing import CliRunner
+
+    from capi_cli.cli.app import app
+    from capi_cli.events import parallel as module
+
+    spawned = _spawn_recorder(monkeypatch)
+    taken: list[int] = []
+    real_init = module.WorkerPool.__init__
+
+    def init(self: Any, count: int, config: dict[str, Any]) -> None:
+        taken.append(len(module._warm))  # how many were already running when the build began
+        real_init(self, count, config)
+
+    monkeypatch.setattr(module.WorkerPool, "__init__", init)
+    source = _write(tmp_path / "a.csv", _rows(60))
+    env = _env(tmp_path / "home", 2)
+    runner = CliRunner()
+    for args in (["send", "--file", str(source), "--dry-run", "-o", os.devnull, "--no-progress"],
+                 ["validate", str(source)]):
+        result = runner.invoke(app, args, env=env)
+        assert result.exit_code in (0, 1), result.output
+    assert taken == [2, 2] and len(spawned) == 4  # two per command, all started early and used
+    assert module._warm == [] and all(proc.poll() is not None for proc in spawned)
+
+
+def test_workers_started_early_are_stopped_when_the_command_fails_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from capi_cli.cli.app import app
+    from capi_cli.events import parallel as module
+
+    spawned = _spawn_recorder(monkeypatch)
+    source = _write(tmp_path / "a.csv", _rows(10))
+    result = CliRunner().invoke(app, ["send", "--file", str(source), "--map", str(tmp_path / "missing.yaml"),
+                                      "--dry-run", "--no-progress"], env=_env(tmp_path / "home", 2))
+    assert result.exit_code == 2, result.output
+    assert len(spawned) == 2
+    assert module._warm == [] and all(proc.poll() is not None for proc in spawned)

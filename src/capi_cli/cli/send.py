@@ -58,6 +58,22 @@ def send(
 
     Example: capi send --file orders.csv --map columns.yaml --set currency=INR
     """
+    from capi_cli.events import parallel
+
+    parallel.warm_up(files)
+    try:
+        _send(ctx, files, map_file, sets, input_format, dry_run, output, test_event_code, batch_size, concurrency,
+              strict, resend, resend_uncertain, since, until, limit, fmt, no_progress)
+    finally:
+        parallel.cool_down()
+
+
+def _send(
+    ctx: typer.Context, files: list[str], map_file: str | None, sets: list[str], input_format: str | None,
+    dry_run: bool, output: str | None, test_event_code: str | None, batch_size: int | None,
+    concurrency: int | None, strict: bool, resend: bool, resend_uncertain: bool, since: str | None,
+    until: str | None, limit: int | None, fmt: TableJson, no_progress: bool,
+) -> None:
     from capi_cli.events.pipeline import BuildOptions
     from capi_cli.send_job import SendRequest, run_send
 

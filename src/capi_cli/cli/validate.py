@@ -34,17 +34,23 @@ def validate(
 
     Example: capi validate orders.csv --map columns.yaml --set currency=EUR
     """
-    from capi_cli.events.pipeline import BuildOptions, iter_events, referral_store
-    from capi_cli.events.validate import collect
+    from capi_cli.events import parallel
 
-    current = settings(ctx)
-    options = BuildOptions(map_file=map_file, sets=sets, input_format=input_format)
-    referrals = referral_store(current)
+    parallel.warm_up(paths)
     try:
-        report = collect(iter_events(paths, current, options, referrals=referrals))
+        from capi_cli.events.pipeline import BuildOptions, iter_events, referral_store
+        from capi_cli.events.validate import collect
+
+        current = settings(ctx)
+        options = BuildOptions(map_file=map_file, sets=sets, input_format=input_format)
+        referrals = referral_store(current)
+        try:
+            report = collect(iter_events(paths, current, options, referrals=referrals))
+        finally:
+            if referrals is not None:
+                referrals.close()
     finally:
-        if referrals is not None:
-            referrals.close()
+        parallel.cool_down()
 
     if fmt == TableJson.json:
         write_json(report.to_dict())
