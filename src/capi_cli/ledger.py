@@ -51,6 +51,12 @@ __all__ = [
 ]
 
 
+# sent_among's read by rowid: for chunks of at least this many keys, over this many rows more
+# than the chunk holds (rows of other runs or datasets in between).
+_NEAR_MIN_KEYS = 32
+_NEAR_SLACK = 64
+
+
 class Ledger(ReferralStore):
     """One SQLite database per home. Thread-safe: writes are serialized by one lock."""
 
@@ -332,16 +338,40 @@ class Ledger(ReferralStore):
         return found
 
     def sent_among(self, dataset_id: str, keys: Sequence[EventKey]) -> set[EventKey]:
-        """The keys recorded `sent`: `entries` narrowed to what a skip needs, for a re-run's speed."""
+        """The keys recorded `sent`: what a re-run skips.
+
+        A re-run reads its file in the order the first run recorded it, so a chunk's keys usually
+        sit side by side in the events table: one probe finds where they start and one read by
+        rowid answers for most of them, at a third of the cost of looking each one up. Keys not
+        found there are looked up one by one (`IN (...)`), so the answer is the same either way."""
         found: set[EventKey] = set()
-        ids_by_name: dict[str, list[str]] = {}
-        for name, event_id in keys:
-            ids_by_name.setdefault(name, []).append(event_id)
+        if not keys:
+            return found
         with self._reader_lock, self._errors():
             reader = self._read_connection()
+            rest = keys
+            if len(keys) >= _NEAR_MIN_KEYS:
+                name = keys[0][0]
+                probe = [event_id for key_name, event_id in keys[:8] if key_name == name]
+                (start,) = reader.execute(
+                    "SELECT min(rowid) FROM events WHERE dataset_id = ? AND event_name = ? "
+                    f"AND event_id IN ({','.join('?' * len(probe))})",
+                    (dataset_id, name, *probe),
+                ).fetchone()
+                if start is not None:
+                    near = set(reader.execute(
+                        "SELECT event_name, event_id FROM events NOT INDEXED "
+                        "WHERE rowid >= ? AND rowid < ? AND dataset_id = ? AND state = 'sent'",
+                        (start, start + len(keys) + _NEAR_SLACK, dataset_id),
+                    ).fetchall())
+                    found = {key for key in keys if key in near}
+                    rest = [key for key in keys if key not in near]
+            ids_by_name: dict[str, list[str]] = {}
+            for name, event_id in rest:
+                ids_by_name.setdefault(name, []).append(event_id)
             for name, ids in ids_by_name.items():
-                for start in range(0, len(ids), SQL_CHUNK):
-                    chunk = ids[start : start + SQL_CHUNK]
+                for first in range(0, len(ids), SQL_CHUNK):
+                    chunk = ids[first : first + SQL_CHUNK]
                     rows = reader.execute(
                         "SELECT event_id FROM events WHERE dataset_id = ? AND event_name = ? "
                         f"AND event_id IN ({','.join('?' * len(chunk))}) AND state = 'sent'",

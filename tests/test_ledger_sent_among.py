@@ -1,0 +1,65 @@
+"""Ledger.sent_among (what a re-run skips) answers exactly what the ledger records, whether the keys
+sit side by side in the events table (its read by rowid) or not (its lookups one by one)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from capi_cli.ledger import Ledger, LedgerState, PendingEvent
+
+STATES = [LedgerState.SENT] * 6 + [LedgerState.REJECTED, LedgerState.FAILED, LedgerState.UNCERTAIN]
+
+
+def _reference(ledger: Ledger, dataset: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    return {key for key, (state, _) in ledger.entries(dataset, keys).items() if state == LedgerState.SENT}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sent_among_equals_the_recorded_states(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    ledger = Ledger.open(tmp_path / "ledger.sqlite3")
+    names = ["Purchase", "LeadSubmitted"]
+    recorded: dict[str, list[tuple[str, str]]] = {"d1": [], "d2": []}
+    # Batches of both datasets interleaved, names mixed, in varying states: rows of one file are
+    # side by side in some stretches and scattered in others.
+    for batch in range(30):
+        dataset = "d1" if rng.random() < 0.7 else "d2"
+        events = [PendingEvent(rng.choice(names) if rng.random() < 0.2 else names[0], f"e{batch}-{i}", 0)
+                  for i in range(rng.randint(1, 120))]
+        ledger.begin_batch(dataset, f"b{batch}", events)
+        by_state: dict[LedgerState, list[tuple[str, str]]] = {}
+        for event in events:
+            by_state.setdefault(rng.choice(STATES), []).append((event.event_name, event.event_id))
+        for state, keys in by_state.items():
+            ledger.settle(dataset, f"b{batch}", keys, state)
+        recorded[dataset] += [(e.event_name, e.event_id) for e in events]
+    unknown = [("Purchase", f"never-{i}") for i in range(50)]
+    for dataset, keys in recorded.items():
+        orders = {
+            "file order": keys,
+            "shuffled": rng.sample(keys, len(keys)),
+            "with unknown keys": [*keys[:40], *unknown, *keys[40:]],
+            "other dataset's keys": recorded["d2" if dataset == "d1" else "d1"],
+        }
+        for label, ordered in orders.items():
+            for size in (1, 31, 32, 200, 500):
+                for start in range(0, len(ordered), size):
+                    chunk = ordered[start : start + size]
+                    assert ledger.sent_among(dataset, chunk) == _reference(ledger, dataset, chunk), (label, size)
+    ledger.close()
+
+
+def test_a_chunk_in_file_order_is_answered_by_one_read_by_rowid(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "ledger.sqlite3")
+    events = [PendingEvent("Purchase", f"o-{i}", 0) for i in range(1000)]
+    ledger.begin_batch("d", "b", events)
+    ledger.settle("d", "b", [(e.event_name, e.event_id) for e in events], LedgerState.SENT)
+    statements: list[str] = []
+    ledger._read_connection().set_trace_callback(statements.append)
+    keys = [(e.event_name, e.event_id) for e in events[100:600]]
+    assert ledger.sent_among("d", keys) == set(keys)
+    assert len(statements) == 2 and "NOT INDEXED" in statements[1]  # the probe, then the read
+    ledger.close()
