@@ -345,14 +345,14 @@ class _Delivery:
         if self.ledger is not None:
             entries = self.ledger.entries(self.dataset_id, [(e.event_name, e.event_id) for e in candidates])
         summary = self.summary
+        seen = self._seen
         for event in candidates:
             summary.delivered_events += 1
-            key = (event.event_name, event.event_id)
-            if self._seen is not None and self._seen.add(f"{event.event_name}\x1f{event.event_id}"):
+            if seen is not None and seen.add(f"{event.event_name}\x1f{event.event_id}"):
                 summary.skipped += 1
                 summary.duplicates += 1
                 continue
-            entry = entries.get(key)
+            entry = entries.get((event.event_name, event.event_id)) if entries else None
             if entry is not None and not self._should_send(event, LedgerState(entry[0]), entry[1]):
                 continue
             pending.append(event)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,11 +19,11 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from capi_cli.errors import SetupError
 
 if TYPE_CHECKING:
+    import httpx
+
     from capi_cli.config import Settings
 
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
@@ -264,6 +265,8 @@ def classify_response(
 
 def classify_exception(exc: httpx.HTTPError) -> Outcome:
     """A request that got no answer: did it leave (ambiguous) or not (retryable)?"""
+    import httpx
+
     name = type(exc).__name__
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | httpx.ProxyError):
         return Outcome(OutcomeKind.RETRYABLE, message=f"request did not leave ({name})")
@@ -309,13 +312,28 @@ class GraphClient:
             if app_secret
             else None
         )
-        connect = min(timeout, 10.0) if connect_timeout is None else connect_timeout
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=connect),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            headers={"User-Agent": "capi-cli"},
-            follow_redirects=False,
-        )
+        self._connect_timeout = min(timeout, 10.0) if connect_timeout is None else connect_timeout
+        self._max_connections = max_connections
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def _http(self) -> httpx.Client:
+        """The HTTP client, made on the first request: a run that sends nothing (every event
+        already sent) does not pay for httpx and its TLS setup."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    import httpx
+
+                    self._client = httpx.Client(
+                        timeout=httpx.Timeout(self.timeout, connect=self._connect_timeout),
+                        limits=httpx.Limits(max_connections=self._max_connections,
+                                            max_keepalive_connections=self._max_connections),
+                        headers={"User-Agent": "capi-cli"},
+                        follow_redirects=False,
+                    )
+        return self._client
 
     @classmethod
     def from_settings(
@@ -338,7 +356,8 @@ class GraphClient:
         return f"GraphClient(graph_url={self.graph_url!r}, api_version={self.api_version!r}, token=***)"
 
     def close(self) -> None:
-        self._http.close()
+        if self._client is not None:
+            self._client.close()
 
     def __enter__(self) -> GraphClient:
         return self
@@ -405,6 +424,8 @@ class GraphClient:
         return self._post_events(dataset_id, content, len(texts))
 
     def _post_events(self, dataset_id: str, content: bytes, count: int) -> Outcome:
+        import httpx
+
         headers = {**self._headers(), "Content-Type": "application/json"}
         try:
             response = self._http.post(self.events_url(dataset_id), content=content, headers=headers)
@@ -414,6 +435,8 @@ class GraphClient:
 
     def check_dataset(self, dataset_id: str) -> DatasetCheck:
         """GET the dataset (for `capi doctor`): ok, or the SetupError that says what to fix."""
+        import httpx
+
         params = {"fields": "id,name"}
         if self._proof:
             params["appsecret_proof"] = self._proof

@@ -15,7 +15,6 @@ from typing import Any, Protocol
 from capi_cli.events.custom import custom_data, passthrough
 from capi_cli.events.fields import first_value
 from capi_cli.events.normalize import NORMALIZERS, FieldError, is_hashed
-from capi_cli.events.phones import normalize_phone
 from capi_cli.events.rules import (
     ACTION_SOURCE,
     CHANNELS,
@@ -378,6 +377,8 @@ class EventBuilder:
         users = []
         wa_id = first_value(record.get("wa_id"))
         if wa_id is not None:
+            from capi_cli.events.phones import normalize_phone
+
             users.append(normalize_phone(wa_id, None) or wa_id)
         if phone is not None and phone not in users:
             users.append(phone)

@@ -16,7 +16,6 @@ from datetime import date
 from functools import lru_cache
 
 from capi_cli.errors import DataError
-from capi_cli.events.phones import normalize_phone
 from capi_cli.events.rules import COUNTRY_ALIASES, GENDER_WORDS, HASHED_FIELDS
 
 # Only SHA-256 digests count as already hashed. The SDK also passes 32-hex (MD5) through, but Meta
@@ -57,6 +56,16 @@ def _letters(text: str) -> str:
     return "".join(c for c in text if c.isalpha() or unicodedata.category(c).startswith("M"))
 
 
+def _load_phones() -> Callable[[str, str | None], str | None]:
+    """events.phones on first use: importing phonenumbers costs ~30 ms, which a command that
+    builds no event (or builds them in worker processes) need not pay."""
+    global _normalize_phone
+    from capi_cli.events.phones import normalize_phone
+
+    _normalize_phone = normalize_phone
+    return normalize_phone
+
+
 def _email(value: str, _: str | None) -> str:
     text = value.strip().lower()
     if not text.isascii():
@@ -66,8 +75,11 @@ def _email(value: str, _: str | None) -> str:
     return text
 
 
+_normalize_phone: Callable[[str, str | None], str | None] | None = None
+
+
 def _phone(value: str, default_country: str | None) -> str:
-    digits = normalize_phone(value, default_country)
+    digits = (_normalize_phone or _load_phones())(value, default_country)
     if digits is None:
         hint = (
             f"not a valid number for {default_country} or internationally"

@@ -235,7 +235,7 @@ class WorkerPool:
 
     def stage(self, stager: Stager, path: str | Path, input_format: str | None) -> Iterator[tuple[Any, ...]]:
         """pipeline._local_stage's items for one file, staged (and mostly built) by the workers."""
-        from capi_cli.events.pipeline import LOCAL, ROW
+        from capi_cli.events.pipeline import LOCAL, ROW, SENT
         from capi_cli.events.readers import PlainBlock, read_items
 
         in_flight: deque[tuple[int, list[tuple[int, Any]] | PlainBlock]] = deque()
@@ -253,12 +253,13 @@ class WorkerPool:
                 chunk, replies = sent, self.collect(worker)  # type: ignore[assignment]
             for (line, raw), answer in zip(chunk, replies, strict=True):
                 index += 1
-                local = (raw,) if type(raw) is not _Later else raw.at(line)
                 if type(answer[0]) is str:  # a valid event: (text, name, id, time, time_given, attributed, unknown)
                     yield (ROW, line, index, answer[6], answer[1], answer[2], answer[3], answer[4], (),
-                           (answer[0], answer[5], ()), local)
+                           (answer[0], answer[5], ()), None)
                     continue
                 kind, unknown, head, errors, body = answer
+                # Only an event skipped as sent may need its record here (if it is a duplicate).
+                local = None if kind != SENT else (raw,) if type(raw) is not _Later else raw.at(line)
                 if kind == LOCAL:
                     kind, unknown, staged, errors, record = stager.stage(raw)
                     if staged is None:
@@ -408,6 +409,7 @@ def main() -> int:
         # its configuration comes.
         import capi_cli.events.build
         import capi_cli.events.jsontext
+        import capi_cli.events.phones
         import capi_cli.events.pipeline
         import capi_cli.ledger  # noqa: F401
 
