@@ -148,7 +148,7 @@ def sniff(head: bytes) -> str:
 
 # -- lines ---------------------------------------------------------------------------------------
 
-_BLOCK = 1 << 18  # bytes read at a time
+_BLOCK = 1 << 17  # bytes read at a time
 
 
 @dataclass(frozen=True, slots=True)
