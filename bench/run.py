@@ -4,7 +4,8 @@
     .venv/bin/python bench/run.py --quick         # CI: 40,000 rows, 20,000 events, 1 repetition (< 60 s)
     .venv/bin/python bench/run.py --rows 200000 --only dryrun --only memory
 
-Measurements (every one in a subprocess, the median of --repeat runs):
+Measurements (every one in a subprocess, the median of --repeat runs; a ratio of two commands is the
+median of their ratios in back-to-back pairs, so that a slow minute on a shared machine slows both):
   dryrun   `capi send --file X.csv --dry-run -o /dev/null` against Meta's Python SDK building the same
            events (serverside Event/UserData/CustomData + normalize() + json.dumps): events/s, >= 3x
   memory   peak RSS of that dry run (capi and its worker processes together, polled from /proc):
@@ -123,8 +124,25 @@ def median_run(command: Sequence[str], env: dict[str, str], repeat: int, ok: Seq
         if before is not None:
             before()
         runs.append(run(command, env, ok))
-    seconds = statistics.median(r.seconds for r in runs)
-    return Run(seconds, max(r.peak_mb for r in runs), runs[-1].output)
+    return median_of(runs)
+
+
+def median_of(runs: Sequence[Run]) -> Run:
+    """The median time; the highest peak memory."""
+    return Run(statistics.median(r.seconds for r in runs), max(r.peak_mb for r in runs), runs[-1].output)
+
+
+def paired(first: Callable[[], Run], second: Callable[[], Run], repeat: int) -> tuple[Run, Run, float]:
+    """Both measurements `repeat` times, back to back in pairs: (median first, median second, median
+    of second/first over the pairs). On a shared machine a slow minute slows both runs of a pair,
+    so the ratio moves much less than either time does."""
+    firsts, seconds, ratios = [], [], []
+    for _ in range(repeat):
+        a, b = first(), second()
+        firsts.append(a)
+        seconds.append(b)
+        ratios.append(b.seconds / a.seconds)
+    return median_of(firsts), median_of(seconds), statistics.median(ratios)
 
 
 def capi(*args: str) -> list[str]:
@@ -182,15 +200,24 @@ class Bench:
             self._files[rows] = path
         return self._files[rows]
 
-    def dry_run(self, rows: int) -> Run:
-        """`send --dry-run` of a file of `rows` rows, against a ledger that does not exist."""
+    def dry_once(self, rows: int) -> Run:
+        """One `send --dry-run` of a file of `rows` rows, against a ledger that does not exist."""
+        env = {**self.env, "CAPI_HOME": str(self.tmp / "dry-home")}
+        return run(capi("send", "--file", str(self.file(rows)), "--dry-run", "-o", os.devnull, "--no-progress", "-q"),
+                   env)
+
+    def dry_run(self, rows: int, runs: Run | None = None) -> Run:
+        """The median dry run of `rows` rows (measured here unless `runs` already did)."""
+        if runs is not None:
+            self._dry[rows] = runs
         if rows not in self._dry:
-            env = {**self.env, "CAPI_HOME": str(self.tmp / "dry-home")}
-            command = capi("send", "--file", str(self.file(rows)), "--dry-run", "-o", os.devnull, "--no-progress", "-q")
-            self._dry[rows] = median_run(command, env, self.repeat)
-            print(f"  dry run {rows:,} rows: {self._dry[rows].seconds:.2f} s, "
-                  f"{self._dry[rows].peak_mb:.0f} MB", file=sys.stderr)
+            self._dry[rows] = self._median_dry(rows)
         return self._dry[rows]
+
+    def _median_dry(self, rows: int) -> Run:
+        result = median_of([self.dry_once(rows) for _ in range(self.repeat)])
+        print(f"  dry run {rows:,} rows: {result.seconds:.2f} s, {result.peak_mb:.0f} MB", file=sys.stderr)
+        return result
 
     def add(self, row: Row) -> None:
         self.rows_out.append(row)
@@ -198,12 +225,14 @@ class Bench:
     # each measurement
 
     def dryrun(self) -> None:
-        capi_run = self.dry_run(self.rows)
-        sdk = median_run([sys.executable, str(HERE / "bench_build.py"), "--side", "sdk", str(self.file(self.rows))],
-                         self.env, self.repeat)
+        sdk_command = [sys.executable, str(HERE / "bench_build.py"), "--side", "sdk", str(self.file(self.rows))]
+        capi_run, sdk, ratio = paired(lambda: self.dry_once(self.rows), lambda: run(sdk_command, self.env),
+                                      self.repeat)
+        self.dry_run(self.rows, capi_run)
+        print(f"  dry run {self.rows:,} rows: {capi_run.seconds:.2f} s, {capi_run.peak_mb:.0f} MB; "
+              f"SDK {sdk.seconds:.2f} s", file=sys.stderr)
         capi_rate = self.rows / capi_run.seconds
         sdk_rate = self.rows / sdk.seconds
-        ratio = capi_rate / sdk_rate
         self.add(Row(f"dry run, {self.rows:,} rows (events/s)", f"{capi_rate:,.0f}", f"SDK {sdk_rate:,.0f}",
                      ratio, ">= 3x", ratio >= 3))
 
@@ -251,10 +280,10 @@ class Bench:
                 self.add(Row(f"send {self.events:,} events, 300 ms latency (s)", f"{sent.seconds:.2f}",
                              f"ideal {ideal:.2f}", ratio, "<= 1.3x", ratio <= 1.3))
             if want_rerun:
-                again = median_run(command, env, self.repeat)
-                ratio = again.seconds / dry.seconds
+                dry_again, again, ratio = paired(lambda: self.dry_once(self.events), lambda: run(command, env),
+                                                 self.repeat)
                 self.add(Row(f"re-run, all {self.events:,} sent (s)", f"{again.seconds:.2f}",
-                             f"dry run {dry.seconds:.2f}", ratio, "< 0.5x", ratio < 0.5))
+                             f"dry run {dry_again.seconds:.2f}", ratio, "< 0.5x", ratio < 0.5))
         finally:
             standin.terminate()
             try:
