@@ -1,5 +1,14 @@
-"""Event payloads as compact JSON, byte for byte what `json.dumps(payload, ensure_ascii=False,
-separators=(",", ":"))` gives, without its per-call overhead (the payload is written once per event)."""
+"""Event payloads as compact JSON (UTF-8, no spaces): the text sent to Meta, written to `-o`, and
+hashed for the ledger.
+
+orjson writes it when it can, about 7x faster than the json module (serializing was a fifth of
+the CPU a built event costs). For what orjson refuses (integers beyond 64 bits, keys that are
+not strings, lone surrogates) the encoder below writes byte for byte what
+`json.dumps(payload, ensure_ascii=False, separators=(",", ":"))` gives. The two agree on every
+string and integer and on the floats of real payloads; they differ only on floats written with
+an exponent below 1e-4 (`1e-05` vs `0.00001`, the same number) and on NaN/Infinity (only a custom
+property read from JSON could hold one), which orjson writes as null: json's `NaN` is not JSON.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,8 @@ import json
 import math
 from collections.abc import Mapping
 from typing import Any
+
+from orjson import dumps as _orjson_dumps
 
 from capi_cli.events.fields import CANONICAL_KEYS
 from capi_cli.events.rules import HASHED_FIELDS
@@ -68,6 +79,14 @@ def _user_data(value: dict[Any, Any]) -> str:
 
 
 def payload_json(payload: Mapping[str, Any]) -> str:
+    """The payload as compact JSON (see the module's docstring)."""
+    try:
+        return _orjson_dumps(payload).decode()  # type: ignore[no-any-return]
+    except TypeError:  # orjson.JSONEncodeError: what only the json module's rules can write
+        return json_text(payload)
+
+
+def json_text(payload: Mapping[str, Any]) -> str:
     """Exactly `json.dumps(payload, ensure_ascii=False, separators=(",", ":"))`, faster for event
     payloads."""
     parts = []
