@@ -1,4 +1,4 @@
-from capi_cli.cli.app import main
+from capi_cli.cli.entry import main
 
 if __name__ == "__main__":
     main()

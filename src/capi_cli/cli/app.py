@@ -148,10 +148,7 @@ for _name in _COMMAND_MODULES:
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--version"]:
-        # The most common probe answered before Typer builds the whole command tree (~15 ms).
-        print(f"capi {__version__}")
-        return
+    """The command (capi_cli.cli.entry.main, the `capi` script, answers --version before this)."""
     app()
 
 

@@ -348,7 +348,13 @@ def _sequence(
     for path in paths:
         source = source_name(path)
         warned: set[str] = set()
-        for kind, line, index, unknown, name, event_id, event_time, time_given, errors, body, local in stage_file(path):
+        for item in stage_file(path):
+            if item[0] == SENT and not item[3] and not seen.add(f"{item[4]}\x1f{item[5]}"):
+                # The common case of a re-run, kept short: sent before, no new column, no duplicate.
+                if note_skipped is not None:
+                    note_skipped(item[4], item[5])
+                continue
+            kind, line, index, unknown, name, event_id, event_time, time_given, errors, body, local = item
             if kind == MALFORMED:
                 if remaining is not None:
                     if remaining <= 0:

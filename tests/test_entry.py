@@ -1,0 +1,51 @@
+"""The `capi` entry point (capi_cli.cli.entry): --version without loading Typer, and the worker
+processes of a large send or validate started before Typer loads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from capi_cli import __version__
+from capi_cli.cli.entry import _input_files
+
+
+def test_version_is_answered_without_loading_typer() -> None:
+    code = ("import sys; sys.argv = ['capi', '--version']; from capi_cli.cli.entry import main; main(); "
+            "print('typer' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [f"capi {__version__}", "False"]
+
+
+def test_the_files_of_a_send_or_validate_command_line(tmp_path: Path) -> None:
+    events = tmp_path / "orders.csv"
+    events.write_text("event_name\n")
+    assert _input_files(["send", "--file", "a.csv", "-f", "b.csv", "--file=c.csv", "--dry-run"]) == \
+        ["a.csv", "b.csv", "c.csv"]
+    assert _input_files(["--profile", "x", "validate", str(events), "--format", "json", "missing.csv"]) == [str(events)]
+    assert _input_files(["send", "--help"]) == []
+    assert _input_files(["ledger", "stats"]) == []
+
+
+def test_a_large_send_starts_its_workers_before_typer_loads(tmp_path: Path) -> None:
+    source = tmp_path / "big.csv"
+    with source.open("w") as out:
+        out.write("event_name,event_time,order_id,ctwa_clid,whatsapp_business_account_id,value,currency\n")
+        for i in range(2000):
+            out.write(f"Purchase,1767484800,o-{i},ARAkClid{i},104996122399160,9.5,USD\n")
+    code = (
+        "import sys\n"
+        "from capi_cli.events import parallel\n"
+        "real = parallel.warm_up\n"
+        "def warm_up(paths):\n"
+        "    real(paths)\n"
+        "    print('warm', len(parallel._warm), 'typer loaded:', 'typer' in sys.modules, file=sys.stderr)\n"
+        "parallel.warm_up = warm_up\n"
+        f"sys.argv = ['capi', 'send', '--file', {str(source)!r}, '--dry-run', '-o', '/dev/null', '--no-progress']\n"
+        "from capi_cli.cli.entry import main\n"
+        "main()\n"
+    )
+    env = {"CAPI_WORKERS": "2", "CAPI_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "warm 2 typer loaded: False" in result.stderr, result.stderr
