@@ -24,7 +24,7 @@ def main() -> None:
     if paths:
         from capi_cli.events import parallel
 
-        parallel.warm_up(paths)
+        parallel.warm_up(paths, fork=True)
     from capi_cli.cli.app import main as app_main
 
     app_main()

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -140,18 +141,90 @@ def _spawn() -> subprocess.Popen[bytes]:
     )
 
 
-_warm: list[subprocess.Popen[bytes]] = []  # started by warm_up, not yet taken by a WorkerPool
+class _Forked:
+    """A worker made by os.fork() of this process, which already holds the builder's modules: no
+    interpreter to start, nothing to import. The part of subprocess.Popen the pool uses."""
+
+    def __init__(self, siblings: list[int]) -> None:
+        to_child, to_worker = os.pipe()
+        from_worker, to_parent = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            code = 1
+            try:
+                # Only its own two pipe ends: a sibling holding this worker's input open would keep
+                # it from ever reading end-of-file.
+                for fd in (to_worker, from_worker, *siblings):
+                    os.close(fd)
+                code = _serve(os.fdopen(to_child, "rb"), os.fdopen(to_parent, "wb"))
+            finally:
+                os._exit(code)
+        os.close(to_child)
+        os.close(to_parent)
+        self.pid = pid
+        self.args = "capi worker (fork)"
+        self.returncode: int | None = None
+        self.stdin: IO[bytes] | None = os.fdopen(to_worker, "wb")
+        self.stdout: IO[bytes] | None = os.fdopen(from_worker, "rb")
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0005
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        return code
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
 
 
-def warm_up(paths: Sequence[str | Path]) -> None:
+Worker = subprocess.Popen[bytes] | _Forked
+_warm: list[Worker] = []  # started by warm_up, not yet taken by a WorkerPool
+
+
+def warm_up(paths: Sequence[str | Path], *, fork: bool = False) -> None:
     """Start the worker processes a build of `paths` will use now, so that their start-up (Python
     and the builder's imports, ~0.15 s) overlaps this process's own. A pool takes them; `cool_down`
-    stops any left unused."""
+    stops any left unused.
+
+    `fork`: make them by os.fork() after importing the builder here (which the command needs
+    anyway): only for a process with no threads and nothing open yet (capi_cli.cli.entry)."""
     wanted = worker_count(paths, None) - len(_warm)
-    if wanted > 0 and not _warm:
+    if wanted <= 0:
+        return
+    if not _warm:
         atexit.register(cool_down)  # any a command never took
+    if fork and hasattr(os, "fork") and threading.active_count() == 1:
+        _import_builder()
+        siblings: list[int] = []
+        for _ in range(wanted):
+            worker = _Forked(siblings)
+            siblings += [worker.stdin.fileno(), worker.stdout.fileno()]  # type: ignore[union-attr]
+            _warm.append(worker)
+        return
     for _ in range(wanted):
         _warm.append(_spawn())
+
+
+def _import_builder() -> None:
+    import capi_cli.events.build
+    import capi_cli.events.jsontext
+    import capi_cli.events.phones
+    import capi_cli.events.pipeline
+    import capi_cli.ledger  # noqa: F401
 
 
 def cool_down() -> None:
@@ -171,7 +244,7 @@ def cool_down() -> None:
 class WorkerPool:
     def __init__(self, count: int, config: dict[str, Any]) -> None:
         data = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self._procs: list[Worker] = []
         self._queues: list[queue.SimpleQueue[bytes | None]] = []
         self._next = 0
         try:
@@ -405,18 +478,17 @@ class _Worker:
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    source = sys.stdin.buffer
-    sink = sys.stdout.buffer
-    try:
-        # The builder's imports first: a worker started early (warm_up) has them done by the time
-        # its configuration comes.
-        import capi_cli.events.build
-        import capi_cli.events.jsontext
-        import capi_cli.events.phones
-        import capi_cli.events.pipeline
-        import capi_cli.ledger  # noqa: F401
+    """A worker started as `python -m capi_cli.events.parallel`."""
+    # The builder's imports first: a worker started early (warm_up) has them done by the time
+    # its configuration comes.
+    _import_builder()
+    return _serve(sys.stdin.buffer, sys.stdout.buffer)
 
+
+def _serve(source: IO[bytes], sink: IO[bytes]) -> int:
+    """The worker's loop: its configuration, then one answer per message, until end of input."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
         config = _read(source)
         if config is None:
             return 0
