@@ -93,9 +93,6 @@ class _Later:
         self.block = block
         self._records: dict[int, Any] | None = None
 
-    def at(self, line: int) -> Callable[[], Any]:
-        return lambda: self.raw(line)
-
     def raw(self, line: int) -> Any:
         if self._records is None:
             self._records = dict(self.block.records())
@@ -330,13 +327,18 @@ class WorkerPool:
                 chunk, replies = sent, self.collect(worker)  # type: ignore[assignment]
             for (line, raw), answer in zip(chunk, replies, strict=True):
                 index += 1
-                if type(answer[0]) is str:  # a valid event: (text, name, id, time, time_given, attributed, unknown)
+                if type(answer[0]) is str:
+                    if len(answer) == 3:  # sent before: (name, id, unknown); its record is needed here
+                        # only if it is a duplicate (then it is read again: `raw`, or the block's)
+                        yield (SENT, line, index, answer[2], answer[0], answer[1], None, True, (), None,
+                               (raw,) if type(raw) is not _Later else raw)
+                        continue
+                    # a valid event: (text, name, id, time, time_given, attributed, unknown)
                     yield (ROW, line, index, answer[6], answer[1], answer[2], answer[3], answer[4], (),
                            (answer[0], answer[5], ()), None)
                     continue
                 kind, unknown, head, errors, body = answer
-                # Only an event skipped as sent may need its record here (if it is a duplicate).
-                local = None if kind != SENT else (raw,) if type(raw) is not _Later else raw.at(line)
+                local = None
                 if kind == LOCAL:
                     kind, unknown, staged, errors, record = stager.stage(raw)
                     if staged is None:
@@ -456,9 +458,8 @@ class _Worker:
         body_of = self.builder.body
         answers: list[tuple[Any, ...]] = []
         for kind, unknown, head, errors, record in staged:
-            if kind == SENT:
-                answers.append((SENT, unknown, (head.event_name, head.event_id, head.event_time, head.time_given),
-                                errors, None))
+            if kind == SENT:  # short: a re-run answers this for every row
+                answers.append((head.event_name, head.event_id, unknown))
                 continue
             if kind != ROW:
                 answers.append((kind, unknown, None, errors, None))

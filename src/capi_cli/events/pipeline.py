@@ -224,8 +224,8 @@ class Stager:
 # One staged record as _sequence takes it: (kind, line, index, unknown columns, event_name,
 # event_id, event_time, time_given, errors, body, local) where body is None (to build here),
 # NESTED, or (payload JSON text or None, attributed, body errors) from a worker; local is
-# (record, head) to build it from, or the raw record to stage again first: (raw,), or a function
-# that gives it (a record of a PlainBlock, which this process never parsed).
+# (record, head) to build it from, or the raw record to stage again first: (raw,), or an object
+# whose raw(line) gives it (the records of a PlainBlock, which this process never parsed).
 StagedItem = tuple[Any, ...]
 
 
@@ -394,9 +394,9 @@ def _sequence(
                 remaining -= 1
             if body is None:
                 if type(local) is not tuple or len(local) == 1:
-                    # (raw,) or a function giving it: a worker staged the record, and skipped it as
+                    # (raw,) or what gives it by line: a worker staged the record, and skipped it as
                     # sent; the mapped record and everything the head finds wrong are needed here.
-                    staged = stager.stage(local[0] if type(local) is tuple else local())
+                    staged = stager.stage(local[0] if type(local) is tuple else local.raw(line))
                     errors = [*staged[3], duplicate] if duplicate is not None and staged[3] is not None else errors
                     local = (staged[4], staged[2])
                 record, head = local
