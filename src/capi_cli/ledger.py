@@ -318,24 +318,30 @@ class Ledger(ReferralStore):
 
     def entries(self, dataset_id: str, keys: Sequence[EventKey]) -> dict[EventKey, tuple[str, str | None]]:
         """(state, payload_hash) of each known key, in as few queries as the parameter limit allows."""
-        found: dict[EventKey, tuple[str, str | None]] = {}
+        with self._reader_lock, self._errors():
+            rows = self._lookup(self._read_connection(), dataset_id, keys, "state, payload_hash", "")
+            return {(name, event_id): (state, payload_hash) for name, event_id, state, payload_hash in rows}
+
+    @staticmethod
+    def _lookup(
+        reader: sqlite3.Connection, dataset_id: str, keys: Sequence[EventKey], columns: str, condition: str
+    ) -> Iterator[tuple[Any, ...]]:
+        """(event_name, event_id, *columns) of the keys found (and matching `condition`), one
+        `IN (...)` query per event name and SQL_CHUNK ids."""
         ids_by_name: dict[str, list[str]] = {}
         for name, event_id in keys:
             ids_by_name.setdefault(name, []).append(event_id)
-        with self._reader_lock, self._errors():
-            reader = self._read_connection()
-            for name, ids in ids_by_name.items():
-                for start in range(0, len(ids), SQL_CHUNK):
-                    chunk = ids[start : start + SQL_CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    rows = reader.execute(
-                        "SELECT event_id, state, payload_hash FROM events "
-                        f"WHERE dataset_id = ? AND event_name = ? AND event_id IN ({marks})",
-                        (dataset_id, name, *chunk),
-                    )
-                    for event_id, state, payload_hash in rows:
-                        found[(name, event_id)] = (state, payload_hash)
-        return found
+        select = f", {columns}" if columns else ""
+        for name, ids in ids_by_name.items():
+            for first in range(0, len(ids), SQL_CHUNK):
+                chunk = ids[first : first + SQL_CHUNK]
+                rows = reader.execute(
+                    f"SELECT event_id{select} FROM events WHERE dataset_id = ? AND event_name = ? "
+                    f"AND event_id IN ({','.join('?' * len(chunk))}){condition}",
+                    (dataset_id, name, *chunk),
+                )
+                for row in rows:
+                    yield (name, *row)
 
     def sent_among(self, dataset_id: str, keys: Sequence[EventKey]) -> set[EventKey]:
         """The keys recorded `sent`: what a re-run skips.
@@ -366,18 +372,7 @@ class Ledger(ReferralStore):
                     ).fetchall())
                     found = {key for key in keys if key in near}
                     rest = [key for key in keys if key not in near]
-            ids_by_name: dict[str, list[str]] = {}
-            for name, event_id in rest:
-                ids_by_name.setdefault(name, []).append(event_id)
-            for name, ids in ids_by_name.items():
-                for first in range(0, len(ids), SQL_CHUNK):
-                    chunk = ids[first : first + SQL_CHUNK]
-                    rows = reader.execute(
-                        "SELECT event_id FROM events WHERE dataset_id = ? AND event_name = ? "
-                        f"AND event_id IN ({','.join('?' * len(chunk))}) AND state = 'sent'",
-                        (dataset_id, name, *chunk),
-                    )
-                    found.update((name, event_id) for (event_id,) in rows)
+            found.update(self._lookup(reader, dataset_id, rest, "", " AND state = 'sent'"))
         return found
 
     def _rows_per_statement(self, params_per_row: int) -> int:
