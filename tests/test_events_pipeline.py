@@ -240,6 +240,23 @@ def test_unknown_column_warned_once_per_file(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(("value", "found"), [("a@example.com", "text"), (["a@example.com"], "a list"), (5, "a number")])
+def test_user_data_or_custom_data_that_is_not_an_object_is_an_error_not_an_unknown_column(
+    tmp_path: Path, value: Any, found: str
+) -> None:
+    """In Meta's shape the customer fields sit inside user_data; a user_data that is text (or a list)
+    loses them, which an "unknown column" warning would hide."""
+    path = tmp_path / "e.ndjson"
+    records = [{**wa_row(order_id="1"), "user_data": value}, {**wa_row(order_id="2", value="5", currency="USD"), "custom_data": value}]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    events, problems = run(tmp_path, paths=[path])
+    assert events == []
+    assert [(p.line, p.code, p.field, p.severity) for p in problems] == [
+        (1, "invalid_value", "user_data", "error"), (2, "invalid_value", "custom_data", "error"),
+    ]
+    assert f"found {found}" in problems[0].message and '{"em": ..., "ph": ...}' in problems[0].message
+
+
 def test_malformed_record(tmp_path: Path) -> None:
     path = tmp_path / "e.csv"
     path.write_text(f"event_name,ctwa_clid,waba_id\nLeadSubmitted,C1,{WABA}\nLeadSubmitted,C2,{WABA},extra\n",

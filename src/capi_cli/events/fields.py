@@ -83,7 +83,8 @@ KEY_FIELDS = frozenset(("event_name", "event_id", "order_id"))
 Plan = tuple[list[str], list[tuple[int, str]], list[tuple[int, str]], list[str]]
 
 _NESTED = ("user_data", "custom_data")
-_NONE: list[str] = []  # shared empty result; never appended to
+_NESTED_EXAMPLES = {"user_data": '{"em": ..., "ph": ...}', "custom_data": '{"value": ..., "currency": ...}'}
+_NONE: list[Any] = []  # shared empty result; never appended to
 _CANONICAL_SET = frozenset(CANONICAL_KEYS)
 
 
@@ -200,11 +201,12 @@ class FieldMapper:
         self._cache[name] = found
         return found
 
-    def map_record(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
-        """(record, unknown column names, canonical keys whose value was too long)."""
+    def map_record(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[tuple[str, str]]]:
+        """(record, unknown column names, (key, message) of each value that cannot be read: too
+        long, or a user_data/custom_data that is not an object)."""
         record: dict[str, Any] = {}
         unknown: list[str] = []
-        oversized: list[str] = []
+        invalid: list[tuple[str, str]] = []
         cache = self._cache
         for name, value in raw.items():
             if value is None:
@@ -213,10 +215,16 @@ class FieldMapper:
                 if not value or value.isspace():
                     continue
                 if len(value) > MAX_VALUE_CHARS:
-                    oversized.append(self.resolve(name) or name)
+                    invalid.append(_oversized(self.resolve(name) or name))
                     continue
-            elif name in _NESTED and isinstance(value, Mapping):
-                self._flatten(name, value, record, unknown, oversized)
+            if name in _NESTED:
+                if isinstance(value, Mapping):
+                    self._flatten(name, value, record, unknown, invalid)
+                else:
+                    # Meta's shape nests the fields; text or a list here is no field of ours, and
+                    # calling it an unknown column would hide that the customer data is lost.
+                    invalid.append((name, f"{name} must be an object of fields "
+                                          f"({_NESTED_EXAMPLES[name]}), found {_kind(value)}"))
                 continue
             key = cache[name] if name in cache else self.resolve(name)
             if key is None:
@@ -226,9 +234,9 @@ class FieldMapper:
             _put(record, key, value)
         if self._sets:
             _fill(record, self._sets)
-        return record, unknown, oversized
+        return record, unknown, invalid
 
-    def map_row(self, header: list[str], row: list[str]) -> tuple[dict[str, Any], list[str], list[str]]:
+    def map_row(self, header: list[str], row: list[str]) -> tuple[dict[str, Any], list[str], list[tuple[str, str]]]:
         """Like map_record for a CSV row; the header's resolution is worked out once per file.
 
         No length check here: the csv module already refuses fields over its limit (128 KiB).
@@ -272,20 +280,35 @@ class FieldMapper:
         return header, simple, merged, unknown
 
     def _flatten(
-        self, section: str, inner: Mapping[str, Any], record: dict[str, Any], unknown: list[str], oversized: list[str]
+        self, section: str, inner: Mapping[str, Any], record: dict[str, Any], unknown: list[str],
+        invalid: list[tuple[str, str]],
     ) -> None:
         for name, value in inner.items():
             if value is None or (type(value) is str and (not value or value.isspace())):
                 continue
             full = f"{section}.{name}"
             if type(value) is str and len(value) > MAX_VALUE_CHARS:
-                oversized.append(full)
+                invalid.append(_oversized(full))
                 continue
             key = self.resolve(full)
             if key is None:
                 unknown.append(full)
                 continue
             _put(record, key, value)
+
+
+def _oversized(key: str) -> tuple[str, str]:
+    return key, f"{key}: value longer than {MAX_VALUE_CHARS} characters"
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a list" if isinstance(value, list | tuple) else type(value).__name__
 
 
 def _apply(plan: Plan, row: list[str], sets: dict[str, Any]) -> dict[str, Any]:

@@ -170,12 +170,10 @@ class Stager:
         if isinstance(raw, Malformed):
             return MALFORMED, (), None, raw.message, None
         if type(raw) is tuple:
-            record, unknown, oversized = self.mapper.map_row(*raw)
+            record, unknown, invalid = self.mapper.map_row(*raw)
         else:
-            record, unknown, oversized = self.mapper.map_record(raw)
-        errors: Errors = [
-            (key, "invalid_value", f"{key}: value longer than 8192 characters") for key in oversized
-        ]
+            record, unknown, invalid = self.mapper.map_record(raw)
+        errors: Errors = [(key, "invalid_value", message) for key, message in invalid]
         try:
             head = self.builder.head(record, errors)
         except RecursionError:  # values nested a thousand levels deep
