@@ -52,3 +52,24 @@ def test_a_large_send_forks_its_workers_before_typer_loads(tmp_path: Path) -> No
     # forked from this process (the builder already imported), before Typer loads
     assert "warm 2 ['_Forked'] typer loaded: False" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_during_start_up_exits_130(tmp_path: Path) -> None:
+    """Before a command installs its own handler, SIGTERM ends it at once with 130 (an interrupted
+    run), not by the signal."""
+    code = (
+        "import os, signal, sys, time\n"
+        "import capi_cli.cli.app as app\n"
+        "def slow_start():\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+        "    print('not interrupted')\n"
+        "app.main = slow_start\n"
+        "sys.argv = ['capi', 'ledger', 'stats']\n"
+        "from capi_cli.cli.entry import main\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={"CAPI_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 130, result
+    assert "not interrupted" not in result.stdout and "Traceback" not in result.stderr

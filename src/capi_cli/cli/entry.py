@@ -1,5 +1,6 @@
 """The `capi` command's entry point: what is worth doing before Typer and the command tree load.
 
+- SIGTERM during start-up ends the command with exit 130, like an interrupted run.
 - `capi --version` is answered at once.
 - `capi send --file ...` and `capi validate ...` of files large enough for worker processes start
   those processes first, so that their start-up (~0.15 s) overlaps the command's own (Typer,
@@ -10,10 +11,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 
 def main() -> None:
+    # SIGTERM before a command installs its own handler (send settles what is in flight first):
+    # nothing is under way yet, so stop at once, with the exit code of an interrupted run.
+    signal.signal(signal.SIGTERM, _terminated)
     argv = sys.argv[1:]
     if argv == ["--version"]:
         from capi_cli import __version__
@@ -28,6 +33,10 @@ def main() -> None:
     from capi_cli.cli.app import main as app_main
 
     app_main()
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(130)
 
 
 def _input_files(argv: list[str]) -> list[str]:

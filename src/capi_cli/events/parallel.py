@@ -150,6 +150,7 @@ class _Forked:
         pid = os.fork()
         if pid == 0:  # the worker: never returns
             code = 1
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the command's handler
             try:
                 # Only its own two pipe ends: a sibling holding this worker's input open would keep
                 # it from ever reading end-of-file.
