@@ -283,6 +283,12 @@ def _wait_gone(pids: list[int], seconds: float) -> list[int]:
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs /proc")
 def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     proc, workers = _start_big_dry_run(tmp_path)
+    # Forked by the entry point, they hold neither the command's stdin nor its stdout (a reader of
+    # the command's output sees its end when the command ends), only their own two pipes.
+    for pid in workers:
+        assert os.readlink(f"/proc/{pid}/fd/0") == os.devnull and os.readlink(f"/proc/{pid}/fd/1") == os.devnull
+        pipes = [fd for fd in os.listdir(f"/proc/{pid}/fd") if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:")]
+        assert len(pipes) == 3, pipes  # its input, its output, and stderr (the command's, a pipe here)
     proc.kill()
     proc.wait()
     left = _wait_gone(workers, 10)

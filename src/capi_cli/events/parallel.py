@@ -156,6 +156,12 @@ class _Forked:
                 # it from ever reading end-of-file.
                 for fd in (to_worker, from_worker, *siblings):
                     os.close(fd)
+                # Nor the command's stdin/stdout: a reader of `capi send ... | jq` must see the end
+                # of the output when the command ends, whatever a worker is doing.
+                quiet = os.open(os.devnull, os.O_RDWR)
+                os.dup2(quiet, 0)
+                os.dup2(quiet, 1)
+                os.close(quiet)
                 code = _serve(os.fdopen(to_child, "rb"), os.fdopen(to_parent, "wb"))
             finally:
                 os._exit(code)
