@@ -206,18 +206,13 @@ class Bench:
         return run(capi("send", "--file", str(self.file(rows)), "--dry-run", "-o", os.devnull, "--no-progress", "-q"),
                    env)
 
-    def dry_run(self, rows: int, runs: Run | None = None) -> Run:
-        """The median dry run of `rows` rows (measured here unless `runs` already did)."""
-        if runs is not None:
-            self._dry[rows] = runs
+    def dry_run(self, rows: int) -> Run:
+        """The median dry run of `rows` rows (measured once; `dryrun` records its own)."""
         if rows not in self._dry:
-            self._dry[rows] = self._median_dry(rows)
+            self._dry[rows] = median_of([self.dry_once(rows) for _ in range(self.repeat)])
+            print(f"  dry run {rows:,} rows: {self._dry[rows].seconds:.2f} s, {self._dry[rows].peak_mb:.0f} MB",
+                  file=sys.stderr)
         return self._dry[rows]
-
-    def _median_dry(self, rows: int) -> Run:
-        result = median_of([self.dry_once(rows) for _ in range(self.repeat)])
-        print(f"  dry run {rows:,} rows: {result.seconds:.2f} s, {result.peak_mb:.0f} MB", file=sys.stderr)
-        return result
 
     def add(self, row: Row) -> None:
         self.rows_out.append(row)
@@ -228,7 +223,7 @@ class Bench:
         sdk_command = [sys.executable, str(HERE / "bench_build.py"), "--side", "sdk", str(self.file(self.rows))]
         capi_run, sdk, ratio = paired(lambda: self.dry_once(self.rows), lambda: run(sdk_command, self.env),
                                       self.repeat)
-        self.dry_run(self.rows, capi_run)
+        self._dry[self.rows] = capi_run
         print(f"  dry run {self.rows:,} rows: {capi_run.seconds:.2f} s, {capi_run.peak_mb:.0f} MB; "
               f"SDK {sdk.seconds:.2f} s", file=sys.stderr)
         capi_rate = self.rows / capi_run.seconds

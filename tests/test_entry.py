@@ -73,3 +73,21 @@ def test_sigterm_during_start_up_exits_130(tmp_path: Path) -> None:
                             env={"CAPI_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 130, result
     assert "not interrupted" not in result.stdout and "Traceback" not in result.stderr
+
+
+def test_a_run_that_sends_nothing_loads_neither_httpx_nor_phonenumbers() -> None:
+    """httpx (and its TLS setup) waits for the first request, phonenumbers for the first phone: a
+    re-run of sent events, or a parent whose workers build, pays for neither."""
+    code = (
+        "import sys\n"
+        "import capi_cli.send_job, capi_cli.events.pipeline, capi_cli.cli.send\n"
+        "from capi_cli.graph import GraphClient\n"
+        "client = GraphClient('token-x')\n"
+        "client.close()\n"
+        "print(sorted(m for m in ('httpx', 'phonenumbers') if m in sys.modules))\n"
+        "from capi_cli.events.normalize import normalize\n"
+        "normalize('ph', '+14155552671')\n"
+        "print('phonenumbers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["[]", "True"]

@@ -233,11 +233,17 @@ def _import_builder() -> None:
 
 def cool_down() -> None:
     """Stop worker processes started by warm_up and never used (they exit at end of input)."""
-    while _warm:
-        proc = _warm.pop()
+    procs, _warm[:] = list(_warm), []
+    for proc in procs:
         for stream in (proc.stdin, proc.stdout):
             if stream is not None:
                 stream.close()
+    _reap(procs)
+
+
+def _reap(procs: Sequence[Worker]) -> None:
+    """Wait for workers whose input is closed to exit; kill any that does not within a second."""
+    for proc in procs:
         try:
             proc.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
@@ -385,12 +391,7 @@ class WorkerPool:
         for proc in self._procs:
             if proc.stdout is not None:
                 proc.stdout.close()  # a worker blocked writing an answer gets EPIPE
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _reap(self._procs)
 
 
 # -- the worker side ---------------------------------------------------------------------------
@@ -427,6 +428,13 @@ class _Worker:
         self.stager = Stager(FieldMapper(config["mapping"], config["sets"]), builder, config["since"], config["until"])
         self._header: list[str] | None = None
 
+    def _same(self, header: list[str]) -> list[str]:
+        """One header object for a file's rows, however many messages they came in: the mapper
+        works out a header's plan once per object."""
+        if header != self._header:
+            self._header = header
+        return self._header  # type: ignore[return-value]
+
     def process(self, message: tuple[Any, list[Any]]) -> list[tuple[Any, ...]]:
         from capi_cli.events.jsontext import payload_json
         from capi_cli.events.pipeline import LOCAL, NESTED, ROW, SENT
@@ -437,26 +445,14 @@ class _Worker:
             from capi_cli.events.readers import PlainBlock
 
             header, delimiter, start, text = items
-            if header != self._header:
-                self._header = header
-            else:
-                header = self._header  # one header object for the file: the mapper plans it once
-            records = list(PlainBlock(header, delimiter, start, text).records())
+            records = list(PlainBlock(self._same(header), delimiter, start, text).records())
             lines = [line for line, _ in records]
             raws: list[Any] = [raw for _, raw in records]
         elif header is not None:
-            if header != self._header:
-                self._header = header
-            header = self._header
+            header = self._same(header)
             raws = [(header, row) for row in items]
         else:
-            raws = []
-            for raw in items:
-                if type(raw) is tuple:
-                    if raw[0] != self._header:
-                        self._header = raw[0]
-                    raw = (self._header, raw[1])
-                raws.append(raw)
+            raws = [(self._same(raw[0]), raw[1]) if type(raw) is tuple else raw for raw in items]
         if None in raws:  # records too deep to pickle: staged in the parent
             staged_here = iter(self.stager.stage_chunk([raw for raw in raws if raw is not None], self.sent_among))
             staged: list[Any] = [(LOCAL, (), None, None, None) if raw is None else next(staged_here) for raw in raws]

@@ -236,22 +236,11 @@ def _local_stage(
     input_format: str | None,
     sent_among: SentAmong | None = None,
 ) -> Iterator[StagedItem]:
-    """Stage records in this process. With `sent_among`, records are staged in chunks and the
-    ledger is asked once per chunk, as the worker processes do (a query per row cost a re-run
-    most of its time)."""
-    stage = stager.stage
+    """Stage records in this process, a chunk at a time: with `sent_among`, the ledger is asked
+    once per chunk, as the worker processes do (a query per row cost a re-run most of its time)."""
     index = 0
-    if sent_among is None:
-        for line, raw in read_records(path, input_format):
-            index += 1
-            yield _item(stage(raw), line, index, raw)
-        return
-    chunk: list[tuple[int, Any]] = []
     records = read_records(path, input_format)
-    while True:
-        chunk = list(islice(records, _LOCAL_CHUNK))
-        if not chunk:
-            return
+    while chunk := list(islice(records, _LOCAL_CHUNK)):
         for (line, raw), staged in zip(chunk, stager.stage_chunk([raw for _, raw in chunk], sent_among), strict=True):
             index += 1
             yield _item(staged, line, index, raw)
