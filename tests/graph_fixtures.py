@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from capi_cli.graph import GraphClient
+from capi_cli.delivery.graph import GraphClient
 from graph_standin import GraphStandin
 
 TOKEN = "EAAG-secret-token-abc123"

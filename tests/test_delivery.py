@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from capi_cli.delivery import DeliveryOptions, DeliverySummary, deliver, ledger_skip
+from capi_cli.delivery.engine import DeliveryOptions, DeliverySummary, deliver, ledger_skip
+from capi_cli.delivery.graph import GraphClient
 from capi_cli.errors import ExitCode
-from capi_cli.graph import GraphClient
 from capi_cli.ledger import Ledger
 from graph_fixtures import APP_SECRET, DATASET, TOKEN, graph, payload  # noqa: F401
 from graph_standin import (
@@ -339,8 +339,8 @@ def test_options_are_checked() -> None:
 _CHILD = """
 import json, sys
 from dataclasses import dataclass
-from capi_cli.delivery import DeliveryOptions, deliver
-from capi_cli.graph import GraphClient
+from capi_cli.delivery.engine import DeliveryOptions, deliver
+from capi_cli.delivery.graph import GraphClient
 from capi_cli.ledger import Ledger
 
 url, ledger_path, events_path, token, dataset = sys.argv[1:6]

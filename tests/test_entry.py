@@ -80,8 +80,8 @@ def test_a_run_that_sends_nothing_loads_neither_httpx_nor_phonenumbers() -> None
     re-run of sent events, or a parent whose workers build, pays for neither."""
     code = (
         "import sys\n"
-        "import capi_cli.send_job, capi_cli.events.pipeline, capi_cli.cli.send\n"
-        "from capi_cli.graph import GraphClient\n"
+        "import capi_cli.delivery.run, capi_cli.events.pipeline, capi_cli.cli.send\n"
+        "from capi_cli.delivery.graph import GraphClient\n"
         "client = GraphClient('token-x')\n"
         "client.close()\n"
         "print(sorted(m for m in ('httpx', 'phonenumbers') if m in sys.modules))\n"

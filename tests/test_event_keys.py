@@ -60,7 +60,7 @@ def test_a_rerun_of_rows_with_ids_reads_no_more_than_their_names_and_ids(tmp_pat
     or anything else being read; the others still are, and rows whose id the head derives are still
     skipped when sent."""
     from capi_cli.config import load_settings
-    from capi_cli.delivery import LedgerSkip
+    from capi_cli.delivery.engine import LedgerSkip
     from capi_cli.events.build import derive_event_id
     from capi_cli.events.pipeline import BuiltEvent, iter_events
     from capi_cli.ledger import Ledger, PendingEvent

@@ -439,7 +439,7 @@ def test_seen_ids_grow_and_detect_repeats() -> None:
 
 def test_sent_events_are_skipped_with_one_query_per_chunk_not_per_row(tmp_path, monkeypatch) -> None:
     from capi_cli.config import load_settings
-    from capi_cli.delivery import LedgerSkip
+    from capi_cli.delivery.engine import LedgerSkip
     from capi_cli.events.pipeline import BuiltEvent, iter_events
     from capi_cli.ledger import Ledger, PendingEvent
 

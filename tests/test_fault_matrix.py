@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from capi_cli import send_job
 from capi_cli.cli.app import app
 from capi_cli.config import load_settings
-from capi_cli.delivery import DeliveryOptions
+from capi_cli.delivery import run as send_job
+from capi_cli.delivery.engine import DeliveryOptions
 from capi_cli.events.pipeline import BuildOptions
 from graph_standin import (
     FAULT_KINDS,

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from capi_cli.graph import (
+from capi_cli.delivery.graph import (
     ERROR_CODES,
     GraphClient,
     OutcomeKind,

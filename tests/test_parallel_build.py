@@ -170,7 +170,7 @@ def test_validate_report_is_identical_with_and_without_workers(tmp_path: Path) -
 
 def _items(paths: list[Path], home: Path, **options: Any) -> list[tuple[Any, ...]]:
     from capi_cli.config import load_settings
-    from capi_cli.delivery import ledger_skip
+    from capi_cli.delivery.engine import ledger_skip
 
     settings = load_settings(env=_env(home, 0))
     with Ledger.open(settings.ledger) as ledger:
@@ -320,8 +320,8 @@ def test_sigterm_and_ctrl_c_exit_130_quickly_and_stop_the_workers(tmp_path: Path
 def test_send_events_json_posts_the_same_body_as_send_events(
     monkeypatch: pytest.MonkeyPatch, extras: dict[str, str]
 ) -> None:
+    from capi_cli.delivery.graph import GraphClient, Outcome, OutcomeKind
     from capi_cli.events.jsontext import payload_json
-    from capi_cli.graph import GraphClient, Outcome, OutcomeKind
 
     posted: list[bytes] = []
 

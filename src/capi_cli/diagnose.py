@@ -78,7 +78,7 @@ def _ledger_check(ledger_path: str) -> Check:
 
 
 def _dataset_check(s: Any) -> Check:
-    from capi_cli.graph import GraphClient
+    from capi_cli.delivery.graph import GraphClient
 
     with GraphClient.from_settings(s) as client:
         result = client.check_dataset(s.dataset_id)

@@ -1,4 +1,4 @@
-"""`capi send`: options in, one core call (`send_job.run_send`), the report out."""
+"""`capi send`: options in, one core call (`delivery.run.run_send`), the report out."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from capi_cli.cli.common import TableJson, info, open_output, settings, state, w
 from capi_cli.cli.progress import DeliveryBar, print_problem, summary_line
 
 if TYPE_CHECKING:
-    from capi_cli.send_job import SendReport
+    from capi_cli.delivery.run import SendReport
 
 PROBLEM_LINES = 20  # problems printed on stderr; `capi validate` gives the full report
 
@@ -74,8 +74,8 @@ def _send(
     concurrency: int | None, strict: bool, resend: bool, resend_uncertain: bool, since: str | None,
     until: str | None, limit: int | None, fmt: TableJson, no_progress: bool,
 ) -> None:
+    from capi_cli.delivery.run import SendRequest, run_send
     from capi_cli.events.pipeline import BuildOptions
-    from capi_cli.send_job import SendRequest, run_send
 
     s = settings(ctx, batch_size=batch_size, concurrency=concurrency)
     st = state(ctx)

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
-from capi_cli.delivery_types import (
+from capi_cli.delivery.graph import Outcome, OutcomeKind
+from capi_cli.delivery.types import (
     SUMMARY_KEYS,
     DeliverableEvent,
     DeliveryOptions,
@@ -33,7 +34,6 @@ from capi_cli.delivery_types import (
 from capi_cli.errors import SetupError
 from capi_cli.events.jsontext import payload_json
 from capi_cli.events.keyset import KeySet
-from capi_cli.graph import Outcome, OutcomeKind
 from capi_cli.ledger import LedgerState, PendingEvent
 
 if TYPE_CHECKING:

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from capi_cli.errors import LedgerLocked, SetupError
-from capi_cli.ledger_files import check_file, create_ledger, ledger_error
-from capi_cli.ledger_referrals import ReferralStore, iso_z, parse_iso_z, phone_digits, phone_key
-from capi_cli.ledger_schema import (
+from capi_cli.ledger.files import check_file, create_ledger, ledger_error
+from capi_cli.ledger.referrals import ReferralStore, iso_z, parse_iso_z, phone_digits, phone_key
+from capi_cli.ledger.schema import (
     EVENT_COLUMNS,
     MIGRATIONS,
     REFERRAL_COLUMNS,

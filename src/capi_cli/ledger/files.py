@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from capi_cli.errors import SetupError
-from capi_cli.ledger_schema import MIGRATIONS, split_sql
+from capi_cli.ledger.schema import MIGRATIONS, split_sql
 
 
 def _create_private(path: Path) -> None:

@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from capi_cli.delivery.graph import MAX_EVENTS_PER_REQUEST, Outcome
 from capi_cli.errors import ExitCode, SetupError, UsageError, worst
-from capi_cli.graph import MAX_EVENTS_PER_REQUEST, Outcome
 
 
 class DeliverableEvent(Protocol):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from capi_cli.config import Settings
-from capi_cli.delivery import DeliveryOptions, DeliveryProgress, DeliverySummary, deliver, ledger_skip
+from capi_cli.delivery.engine import DeliveryOptions, DeliveryProgress, DeliverySummary, deliver, ledger_skip
 from capi_cli.errors import ExitCode, UsageError, worst
 from capi_cli.events.pipeline import BuildOptions, BuiltEvent, Problem, iter_events
 from capi_cli.ledger import Ledger, LedgerState
@@ -160,7 +160,7 @@ def run_send(
             if ledger is not None:
                 ledger.close()
 
-    from capi_cli.graph import GraphClient
+    from capi_cli.delivery.graph import GraphClient
 
     with Ledger.open(settings.ledger) as ledger, ledger.send_lock():
         recovered = ledger.recover_in_flight()

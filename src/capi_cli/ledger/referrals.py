@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
-from capi_cli.ledger_schema import REFERRAL_COLUMNS
+from capi_cli.ledger.schema import REFERRAL_COLUMNS
 
 
 def phone_digits(value: str) -> str | None:
