@@ -28,7 +28,7 @@ CASES = {
         "http://option.test",
         "https://graph.facebook.com",
     ),
-    "api_version": ("CAPI_API_VERSION", "v24.0", "v26.0", "v27.0", "v25.0"),
+    "api_version": ("CAPI_API_VERSION", "v24.0", "v26.0", "v27.0", "v26.0"),
     "whatsapp_business_account_id": ("CAPI_WHATSAPP_BUSINESS_ACCOUNT_ID", "1", "2", "3", None),
     "page_id": ("CAPI_PAGE_ID", "10", "20", "30", None),
     "ig_account_id": ("CAPI_IG_ACCOUNT_ID", "100", "200", "300", None),

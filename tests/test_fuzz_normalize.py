@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from capi_cli.errors import CapiError
 from capi_cli.events.normalize import FieldError, hash_value, is_hashed, normalize
-from capi_cli.events.rules import HASHED_FIELDS
 from capi_cli.events.validate import CODES
+from capi_cli.rules import HASHED_FIELDS
 
 LONG = os.environ.get("CAPI_FUZZ") == "long"
 FUZZ = settings(max_examples=(50 if LONG else 1) * 150, deadline=None if LONG else 2000,

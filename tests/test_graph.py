@@ -41,7 +41,7 @@ def test_success_counts_events_and_sends_token_only_in_header(graph: GraphStandi
     assert outcome.kind is OutcomeKind.SUCCESS
     assert outcome.events_received == 3 and outcome.fbtrace_id
     (request,) = graph.requests
-    assert request.path == f"/v25.0/{DATASET}/events"
+    assert request.path == f"/v26.0/{DATASET}/events"
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
     assert request.query == {}
     assert TOKEN not in json.dumps(request.body)
@@ -107,7 +107,7 @@ def test_more_than_1000_events_is_refused_by_the_standin(graph: GraphStandin) ->
     import httpx
 
     body = {"data": events(1001)}
-    response = httpx.post(f"{graph.url}/v25.0/{DATASET}/events", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    response = httpx.post(f"{graph.url}/v26.0/{DATASET}/events", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 400 and response.json()["error"]["code"] == 100
     with pytest.raises(ValueError):
         GraphClient(TOKEN, graph_url=graph.url).send_events(DATASET, events(1001))

@@ -8,131 +8,33 @@ home directory (`CAPI_HOME`) so one variable moves config, token files and ledge
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from capi_cli.errors import ConfigError, UsageError
+from capi_cli.rules import API_VERSION, GRAPH_URL
+from capi_cli.settings import (
+    DEFAULTS,
+    ENV_VARS,
+    PROFILE_KEYS,
+    RESOLVED_SETTINGS,
+    SECRET_SETTINGS,
+    check_value,
+    profile_model,
+)
+
+__all__ = [
+    "APP_NAME",
+    "PROFILE_KEYS",
+    "Settings",
+    "check_value",
+    "load_settings",
+    "mask",
+]
 
 APP_NAME = "capi"
-DEFAULT_GRAPH_URL = "https://graph.facebook.com"
-DEFAULT_API_VERSION = "v25.0"  # Meta's Python SDK default as of Feb 2026 (meta-facts.md)
-
-# setting -> environment variable (SPEC §2)
-ENV_VARS: dict[str, str] = {
-    "dataset_id": "CAPI_DATASET_ID",
-    "access_token": "CAPI_ACCESS_TOKEN",
-    "graph_url": "CAPI_GRAPH_URL",
-    "api_version": "CAPI_API_VERSION",
-    "ledger": "CAPI_LEDGER",
-    "whatsapp_business_account_id": "CAPI_WHATSAPP_BUSINESS_ACCOUNT_ID",
-    "page_id": "CAPI_PAGE_ID",
-    "ig_account_id": "CAPI_IG_ACCOUNT_ID",
-    "channel": "CAPI_CHANNEL",
-    "default_country": "CAPI_DEFAULT_COUNTRY",
-    "currency": "CAPI_CURRENCY",
-    "timezone": "CAPI_TIMEZONE",
-    "partner_agent": "CAPI_PARTNER_AGENT",
-    "app_secret": "CAPI_APP_SECRET",
-}
-
-DEFAULTS: dict[str, Any] = {
-    "graph_url": DEFAULT_GRAPH_URL,
-    "api_version": DEFAULT_API_VERSION,
-    "timezone": "UTC",
-    "batch_size": 1000,  # Meta's limit per request
-    "concurrency": 4,
-    "timeout": 20.0,
-    "max_retries": 5,
-    "attribution_window_days": 7,
-    "ig_account_field": "ig_account_id",
-}
-
-# Every setting resolved by precedence, in the order `config show` lists them. The token is
-# resolved apart: it never comes from a command-line option.
-RESOLVED_SETTINGS = (
-    "dataset_id",
-    "app_secret",
-    "graph_url",
-    "api_version",
-    "ledger",
-    "whatsapp_business_account_id",
-    "page_id",
-    "ig_account_id",
-    "channel",
-    "default_country",
-    "currency",
-    "timezone",
-    "partner_agent",
-    "batch_size",
-    "concurrency",
-    "timeout",
-    "max_retries",
-    "attribution_window_days",
-    "ig_account_field",
-)
-
-SECRET_SETTINGS = frozenset({"access_token", "app_secret"})
-MAX_BATCH_SIZE = 1000
-
-
-def _profile_model() -> Any:
-    from pydantic import BaseModel, ConfigDict, Field
-
-    class Profile(BaseModel):
-        """The keys a profile may hold (SPEC §2); anything else is an error."""
-
-        model_config = ConfigDict(extra="forbid", strict=False)
-
-        dataset_id: str | None = None
-        whatsapp_business_account_id: str | None = None
-        page_id: str | None = None
-        ig_account_id: str | None = None
-        api_version: str | None = None
-        graph_url: str | None = None
-        default_country: str | None = None
-        currency: str | None = None
-        timezone: str | None = None
-        batch_size: int | None = Field(default=None, ge=1, le=MAX_BATCH_SIZE)
-        concurrency: int | None = Field(default=None, ge=1, le=64)
-        timeout: float | None = Field(default=None, gt=0, le=600)
-        max_retries: int | None = Field(default=None, ge=0, le=20)
-        ledger: str | None = None
-        partner_agent: str | None = None
-        access_token_env: str | None = None
-        access_token_file: str | None = None
-        channel: Literal["whatsapp", "messenger", "instagram"] | None = None
-        attribution_window_days: int | None = Field(default=None, ge=1, le=28)
-        ig_account_field: Literal["ig_account_id", "instagram_business_account_id"] | None = None
-
-    return Profile
-
-
-PROFILE_KEYS = (
-    "dataset_id",
-    "whatsapp_business_account_id",
-    "page_id",
-    "ig_account_id",
-    "api_version",
-    "graph_url",
-    "default_country",
-    "currency",
-    "timezone",
-    "batch_size",
-    "concurrency",
-    "timeout",
-    "max_retries",
-    "ledger",
-    "partner_agent",
-    "access_token_env",
-    "access_token_file",
-    "channel",
-    "attribution_window_days",
-    "ig_account_field",
-)
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -141,8 +43,8 @@ class Settings:
     profile: str
     dataset_id: str | None = None
     access_token: str | None = field(default=None, repr=False)
-    graph_url: str = DEFAULT_GRAPH_URL
-    api_version: str = DEFAULT_API_VERSION
+    graph_url: str = GRAPH_URL
+    api_version: str = API_VERSION
     ledger: str = ""
     whatsapp_business_account_id: str | None = None
     page_id: str | None = None
@@ -151,6 +53,7 @@ class Settings:
     default_country: str | None = None
     currency: str | None = None
     timezone: str = "UTC"
+    locale: str | None = None
     partner_agent: str | None = None
     app_secret: str | None = field(default=None, repr=False)
     batch_size: int = 1000
@@ -280,7 +183,7 @@ def validate_profile(path: Path, name: str, body: Any) -> dict[str, Any]:
             "use access_token_env: NAME or access_token_file: PATH"
         )
     try:
-        model = _profile_model().model_validate(body)
+        model = profile_model().model_validate(body)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
@@ -314,74 +217,6 @@ def write_config_file(path: Path, data: Mapping[str, Any]) -> None:
 
     header = "# capi configuration: see `capi config --help`. Tokens live in files or env vars, not here.\n"
     write_private(path, header + yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True))
-
-
-# -- value checks (shared by every source) -------------------------------------------------------
-
-_API_VERSION = re.compile(r"^v\d+\.\d+$")
-
-
-def check_value(key: str, value: Any) -> Any:
-    """Normalize and check one setting's value; ValueError says what is wrong."""
-    if value is None:
-        return None
-    if key in {"batch_size", "concurrency", "max_retries", "attribution_window_days"}:
-        try:
-            number = int(str(value).strip())
-        except ValueError:
-            raise ValueError(f"expected a whole number, got {value!r}") from None
-        low, high = {
-            "batch_size": (1, MAX_BATCH_SIZE),
-            "concurrency": (1, 64),
-            "max_retries": (0, 20),
-            "attribution_window_days": (1, 28),
-        }[key]
-        if not low <= number <= high:
-            raise ValueError(f"must be between {low} and {high}, got {number}")
-        return number
-    if key == "timeout":
-        try:
-            seconds = float(str(value).strip())
-        except ValueError:
-            raise ValueError(f"expected a number of seconds, got {value!r}") from None
-        if not 0 < seconds <= 600:
-            raise ValueError(f"must be between 0 and 600 seconds, got {value}")
-        return seconds
-    text = str(value).strip()
-    if key == "api_version" and not _API_VERSION.match(text):
-        raise ValueError(f"expected a Graph API version like v25.0, got {text!r}")
-    if key == "graph_url":
-        if not re.match(r"^https?://[^\s/]+", text):
-            raise ValueError(f"expected an http(s) URL, got {text!r}")
-        return text.rstrip("/")
-    if key == "default_country":
-        if not re.fullmatch(r"[A-Za-z]{2}", text):
-            raise ValueError(f"expected an ISO 3166-1 alpha-2 code like IN or TR, got {text!r}")
-        return text.upper()
-    if key == "currency":
-        if not re.fullmatch(r"[A-Za-z]{3}", text):
-            raise ValueError(f"expected an ISO 4217 code like INR or TRY, got {text!r}")
-        return text.upper()
-    if key == "timezone":
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(text)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {text!r} (use an IANA name like Asia/Kolkata)") from None
-        return text
-    if key == "channel":
-        text = text.lower()
-        if text not in {"whatsapp", "messenger", "instagram"}:
-            raise ValueError(f"expected whatsapp, messenger or instagram, got {text!r}")
-        return text
-    if key == "ig_account_field" and text not in {"ig_account_id", "instagram_business_account_id"}:
-        raise ValueError("expected ig_account_id or instagram_business_account_id")
-    if key in {"dataset_id", "whatsapp_business_account_id", "page_id", "ig_account_id"} and not re.fullmatch(
-        r"\d{1,32}", text
-    ):
-        raise ValueError(f"expected a numeric Meta id, got {text!r}")
-    return text
 
 
 # -- the one place precedence lives --------------------------------------------------------------

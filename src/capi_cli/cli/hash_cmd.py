@@ -27,7 +27,7 @@ def hash_values(
     """
     from capi_cli.events.fields import resolve_name
     from capi_cli.events.normalize import FieldError, is_hashed, normalize, sha256_hex
-    from capi_cli.events.rules import HASHED_FIELDS
+    from capi_cli.rules import HASHED_FIELDS
 
     key = resolve_name(field)
     if key == "wa_id":

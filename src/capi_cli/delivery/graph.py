@@ -20,15 +20,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from capi_cli.errors import SetupError
+from capi_cli.rules import API_VERSION, GRAPH_URL, MAX_EVENTS_PER_REQUEST
 
 if TYPE_CHECKING:
     import httpx
 
     from capi_cli.config import Settings
 
-DEFAULT_GRAPH_URL = "https://graph.facebook.com"
-DEFAULT_API_VERSION = "v25.0"
-MAX_EVENTS_PER_REQUEST = 1000  # meta-facts.md, "Conversions API": at most 1,000 events per request
 
 
 class OutcomeKind(StrEnum):
@@ -289,8 +287,8 @@ class GraphClient:
         self,
         access_token: str,
         *,
-        graph_url: str = DEFAULT_GRAPH_URL,
-        api_version: str = DEFAULT_API_VERSION,
+        graph_url: str = GRAPH_URL,
+        api_version: str = API_VERSION,
         app_secret: str | None = None,
         timeout: float = 20.0,
         connect_timeout: float | None = None,

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from capi_cli.events.custom import custom_data, passthrough
 from capi_cli.events.fields import first_value
 from capi_cli.events.normalize import NORMALIZERS, FieldError, is_hashed
-from capi_cli.events.rules import (
+from capi_cli.events.times import parse_event_time, timezone_named
+from capi_cli.rules import (
     ACTION_SOURCE,
     CHANNELS,
     EVENT_AGE_MARGIN_SECONDS,
@@ -25,7 +26,6 @@ from capi_cli.events.rules import (
     MAX_FUTURE_SKEW_SECONDS,
     UNHASHED_USER_DATA,
 )
-from capi_cli.events.times import parse_event_time, timezone_named
 
 Errors = list[tuple[str | None, str, str]]
 

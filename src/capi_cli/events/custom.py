@@ -8,7 +8,7 @@ from typing import Any
 
 from capi_cli.events.fields import CUSTOM_PROPERTIES, first_value
 from capi_cli.events.normalize import currency_code
-from capi_cli.events.rules import DELIVERY_CATEGORIES, VALUE_REQUIRED_EVENTS
+from capi_cli.rules import DELIVERY_CATEGORIES, VALUE_REQUIRED_EVENTS
 
 Errors = list[tuple[str | None, str, str]]
 _TRUE = frozenset({"true", "1", "yes", "y"})

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from capi_cli.errors import UsageError
-from capi_cli.events.rules import (
+from capi_cli.rules import (
     CUSTOM_DATA_FIELDS,
     HASHED_FIELDS,
     MESSAGING_ID_FIELDS,

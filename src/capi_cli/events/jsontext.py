@@ -20,7 +20,7 @@ from typing import Any
 from orjson import dumps as _orjson_dumps
 
 from capi_cli.events.fields import CANONICAL_KEYS
-from capi_cli.events.rules import HASHED_FIELDS
+from capi_cli.rules import HASHED_FIELDS
 
 quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
 HEX_LISTS = frozenset(HASHED_FIELDS)

@@ -16,7 +16,7 @@ from datetime import date
 from functools import lru_cache
 
 from capi_cli.errors import DataError
-from capi_cli.events.rules import COUNTRY_ALIASES, GENDER_WORDS, HASHED_FIELDS
+from capi_cli.rules import COUNTRY_ALIASES, GENDER_WORDS, HASHED_FIELDS
 
 # Only SHA-256 digests count as already hashed. The SDK also passes 32-hex (MD5) through, but Meta
 # wants SHA-256, and a 32-hex external id is usually a plain id (a UUID without dashes).

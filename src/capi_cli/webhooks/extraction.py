@@ -7,13 +7,12 @@ from collections.abc import Iterator, Sequence
 from typing import IO
 
 from capi_cli.errors import UsageError
+from capi_cli.rules import CHANNELS
 from capi_cli.webhooks import messenger, signature, twilio, whatsapp
 from capi_cli.webhooks.model import Delivery, ExtractStats, Referral, Unreadable
 from capi_cli.webhooks.reader import iter_inputs, read_input, resolve_inputs
 from capi_cli.webhooks.shapes import shape_of
 from capi_cli.webhooks.unwrap import deliveries
-
-CHANNELS = ("whatsapp", "messenger", "instagram")
 
 
 def extract(

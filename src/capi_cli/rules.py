@@ -1,4 +1,4 @@
-"""Meta's rules for business-messaging events, as data.
+"""Meta's facts and rules that capi depends on, as data: the Graph API, business-messaging events.
 
 Sources: Meta's Conversions API for Business Messaging documentation (event list, per-channel
 `user_data`, 7-day limit), the customer-information parameters reference (hashed fields and their
@@ -7,6 +7,12 @@ See ../shared/reference/meta-facts.md. A change at Meta should be a one-line cha
 """
 
 from __future__ import annotations
+
+# The Graph API (meta-facts.md, "Conversions API, business messaging"). The default version follows
+# Meta's current Business SDK (facebook-business 26.0.3 uses v26.0).
+GRAPH_URL = "https://graph.facebook.com"
+API_VERSION = "v26.0"
+MAX_EVENTS_PER_REQUEST = 1000  # at most 1,000 events per request
 
 ACTION_SOURCE = "business_messaging"
 
