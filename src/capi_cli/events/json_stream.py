@@ -8,8 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import IO, Any
 
-from capi_cli.events import readers as limits
-from capi_cli.events.readers import Broken, Malformed, Record
+from capi_cli.events.records import Broken, Limits, Malformed, Record
 
 
 class _JsonStream:
@@ -17,8 +16,9 @@ class _JsonStream:
 
     _WS = re.compile(r"[ \t\r\n]*")
 
-    def __init__(self, text: IO[str]) -> None:
+    def __init__(self, text: IO[str], limits: Limits) -> None:
         self._text = text
+        self.limits = limits
         self.buf = ""
         self.pos = 0
         self.eof = False
@@ -36,13 +36,13 @@ class _JsonStream:
         if self.eof:
             return False
         try:
-            chunk = self._text.read(limits._CHUNK)
+            chunk = self._text.read(self.limits.chunk)
         except UnicodeDecodeError:
             raise Broken(self.line_at(len(self.buf)), "not UTF-8 text (save the file as UTF-8)") from None
         if not chunk:
             self.eof = True
             return False
-        if self.pos > limits._CHUNK:  # drop what has been consumed, keeping the line count
+        if self.pos > self.limits.chunk:  # drop what has been consumed, keeping the line count
             self.line_at(self.pos)
             self.buf = self.buf[self.pos :]
             self._counted_pos -= self.pos
@@ -74,9 +74,9 @@ class _JsonStream:
             except RecursionError:
                 raise Broken(self.line_at(self.pos), "JSON nested too deeply") from None
             except json.JSONDecodeError as exc:
-                if self.eof or len(self.buf) - self.pos > limits.MAX_RECORD_CHARS:
+                if self.eof or len(self.buf) - self.pos > self.limits.max_record_chars:
                     if not self.eof:
-                        raise Broken(self.line_at(self.pos), f"record larger than {limits.MAX_RECORD_CHARS // 1024} KiB") from None
+                        raise Broken(self.line_at(self.pos), f"record larger than {self.limits.max_record_chars // 1024} KiB") from None
                     raise Broken(self.line_at(exc.pos), f"invalid JSON: {exc.msg}") from None
                 self._fill()
                 continue
@@ -94,8 +94,8 @@ def _number_problem(exc: ValueError) -> str:
     return "a number with more than 4300 digits" if "digits" in str(exc) else str(exc).split(":")[0]
 
 
-def json_records(text: IO[str]) -> Iterator[Record]:
-    stream = _JsonStream(text)
+def json_records(text: IO[str], limits: Limits) -> Iterator[Record]:
+    stream = _JsonStream(text, limits)
     try:
         while (char := stream.peek()) is not None:
             if char == "[":

@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from capi_cli.errors import UsageError
+from capi_cli.events.records import Broken, Limits, Malformed, Record
 from capi_cli.streams import Prefixed
+
+__all__ = ["Broken", "Malformed", "PlainBlock", "Record", "read_items", "read_records", "source_name"]
 
 # Limits that turn hostile or broken input into errors instead of memory exhaustion.
 MAX_LINE_BYTES = 1 << 20  # one physical line of CSV/NDJSON
@@ -42,24 +45,6 @@ _EXTENSIONS = {
 STDIN = "-"
 
 
-class Broken(Exception):
-    """Input a reader cannot go on with; becomes one Malformed at `line`."""
-
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-        self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    """A record that could not be read; `message` says why."""
-
-    message: str
-
-
-# A CSV row comes as (header, cells), cells as many as the header; other formats give a dict.
-Record = tuple[int, "dict[str, Any] | tuple[list[str], list[str]] | Malformed"]
 
 
 def source_name(path: str | Path) -> str:
@@ -122,10 +107,15 @@ def _read(stream: IO[bytes], fmt: str, plain: bool = False) -> Iterator[Record |
     if fmt == "json":
         from capi_cli.events.json_stream import json_records
 
-        return json_records(text)
+        return json_records(text, _limits())
     from capi_cli.events.yaml_stream import yaml_records
 
-    return yaml_records(text)
+    return yaml_records(text, _limits())
+
+
+def _limits() -> Limits:
+    # Read when a file is opened, so a test can lower them on this module.
+    return Limits(chunk=_CHUNK, max_record_chars=MAX_RECORD_CHARS, max_yaml_nodes=MAX_YAML_NODES)
 
 
 def sniff(head: bytes) -> str:

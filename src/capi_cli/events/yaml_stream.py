@@ -7,8 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import IO, Any
 
-from capi_cli.events import readers as limits
-from capi_cli.events.readers import Broken, Malformed, Record
+from capi_cli.events.records import Broken, Limits, Malformed, Record
 
 
 def _yaml_loader() -> type:
@@ -35,7 +34,7 @@ def _yaml_loader() -> type:
     return Loader
 
 
-def _expanded_size(node: Any, memo: dict[int, int], active: set[int]) -> int:
+def _expanded_size(node: Any, memo: dict[int, int], active: set[int], cap: int) -> int:
     """Nodes in `node` with every alias expanded; shared nodes are counted each time they appear."""
     key = id(node)
     if key in memo:
@@ -48,10 +47,10 @@ def _expanded_size(node: Any, memo: dict[int, int], active: set[int]) -> int:
     if isinstance(value, list):
         for item in value:
             if isinstance(item, tuple):
-                size += _expanded_size(item[0], memo, active) + _expanded_size(item[1], memo, active)
+                size += _expanded_size(item[0], memo, active, cap) + _expanded_size(item[1], memo, active, cap)
             else:
-                size += _expanded_size(item, memo, active)
-            if size > limits.MAX_YAML_NODES:
+                size += _expanded_size(item, memo, active, cap)
+            if size > cap:
                 break
     active.discard(key)
     memo[key] = size
@@ -65,16 +64,17 @@ class _Budget:
     would take most of a minute; past MAX_RECORD_CHARS since the last record it is an error instead.
     """
 
-    def __init__(self, text: IO[str]) -> None:
+    def __init__(self, text: IO[str], max_chars: int) -> None:
         self._text = text
+        self.max_chars = max_chars
         self.used = 0
         self.line = 1  # where the record being read starts, for the error
 
     def read(self, size: int = -1) -> str:
         chunk = self._text.read(size)
         self.used += len(chunk)
-        if self.used > limits.MAX_RECORD_CHARS:
-            raise Broken(self.line, f"record larger than {limits.MAX_RECORD_CHARS // 1024} KiB")
+        if self.used > self.max_chars:
+            raise Broken(self.line, f"record larger than {self.max_chars // 1024} KiB")
         return chunk
 
     def start(self, line: int) -> None:
@@ -82,7 +82,7 @@ class _Budget:
         self.line = line
 
 
-def yaml_records(text: IO[str]) -> Iterator[Record]:
+def yaml_records(text: IO[str], limits: Limits) -> Iterator[Record]:
     import yaml
     from yaml.events import (
         DocumentEndEvent,
@@ -93,7 +93,7 @@ def yaml_records(text: IO[str]) -> Iterator[Record]:
         StreamEndEvent,
     )
 
-    budget = _Budget(text)
+    budget = _Budget(text, limits.max_record_chars)
     try:
         # The loader reads (and checks) the first chunk as it is made: NUL or bytes that are not
         # UTF-8 at the very start fail here, before the loop below.
@@ -107,13 +107,13 @@ def yaml_records(text: IO[str]) -> Iterator[Record]:
 
     def build(node: Any) -> Any:
         try:
-            size = _expanded_size(node, {}, set())
+            size = _expanded_size(node, {}, set(), limits.max_yaml_nodes)
         except (ValueError, RecursionError) as exc:
             raise Broken(node.start_mark.line + 1, f"invalid YAML: {exc}") from None
-        if size > limits.MAX_YAML_NODES:
+        if size > limits.max_yaml_nodes:
             raise Broken(
                 node.start_mark.line + 1,
-                f"record too large once its aliases are expanded (over {limits.MAX_YAML_NODES} nodes)",
+                f"record too large once its aliases are expanded (over {limits.max_yaml_nodes} nodes)",
             )
         try:
             value = loader.construct_document(node)
