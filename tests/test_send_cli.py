@@ -246,7 +246,7 @@ def test_doctor_checks_the_dataset_online(runner, standin, capi_home) -> None:
     assert bad.exit_code == 3 and "EAAG-NOPE-123" not in bad.output
 
 
-def test_refused_row_without_event_time_is_not_retried_on_rerun(runner, standin, tmp_path, capi_home) -> None:
+def test_refused_row_without_event_time_is_not_retried_on_rerun(runner, standin, tmp_path, capi_home, monkeypatch) -> None:
     # The row has no event_time, so it is sent with the run's time; that alone must not make
     # it look edited, or every cron run would retry an unchanged refused row.
     csv_path = tmp_path / "orders.csv"
@@ -256,7 +256,10 @@ def test_refused_row_without_event_time_is_not_retried_on_rerun(runner, standin,
     standin.poison = {"bad-1"}
     assert run(runner, capi_home, standin, "--file", str(csv_path)).exit_code == 1
     posts = standin.posts
-    time.sleep(1.1)  # the next run's "now" differs
+    from capi_cli import clock
+
+    later = clock.now() + 5
+    monkeypatch.setattr(clock, "now", lambda: later)  # the next run's "now" differs
     again = run(runner, capi_home, standin, "--file", str(csv_path), "--json")
     assert json.loads(again.stdout)["skipped"] == 2, again.output
     assert standin.posts == posts

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from capi_cli import clock
 from capi_cli.events.build import EventBuilder, Head, ReferralStore
 from capi_cli.events.fields import FieldMapper, load_map, parse_sets
 from capi_cli.events.jsontext import payload_json
@@ -56,7 +56,7 @@ class BuildOptions:
     since: When = None  # Unix seconds, datetime, or text as --since takes it (2026-03-01, 2d)
     until: When = None
     limit: int | None = None
-    now: float | None = None  # fixed "now" (tests); default time.time() at the start of the run
+    now: float | None = None  # fixed "now"; default clock.now() at the start of the run
     attribution_window_days: float | None = None  # default: settings.attribution_window_days
 
 
@@ -274,7 +274,7 @@ def iter_events(
     mapping = load_map(options.map_file) if options.map_file else None
     sets = parse_sets(options.sets) if options.sets else None
     mapper = FieldMapper(mapping, sets)
-    now = options.now if options.now is not None else time.time()
+    now = options.now if options.now is not None else clock.now()
     days = options.attribution_window_days or getattr(settings, "attribution_window_days", 7) or 7
     window = int(days * 86400)
     builder = EventBuilder(settings, now=now, window_seconds=window, referrals=referrals)
