@@ -137,6 +137,7 @@ _COMMAND_MODULES = [
     "referrals",
     "config_cmd",
     "doctor",
+    "sandbox",
 ]
 
 for _name in _COMMAND_MODULES:
