@@ -138,10 +138,10 @@ def _render(ctx: typer.Context, report: SendReport, fmt: TableJson) -> None:
     ):
         for event in events[:PROBLEM_LINES]:
             where = f"{event.source}:{event.line}: " if event.source and event.line else ""
-            code = f" (code {event.code}/{event.subcode})" if event.code else ""
-            print(
-                f"{where}{kind}: {event.event_name} {event.event_id}: {event.message}{code}", file=sys.stderr
-            )
+            print(f"{where}{kind}: {event.event_name} {event.event_id}: {event.message}", file=sys.stderr)
+        more = getattr(summary, kind) - min(len(events), PROBLEM_LINES)
+        if events and more > 0:
+            print(f"... {more:,} more {kind} events (`capi ledger list --status {kind}`)", file=sys.stderr)
     if summary.uncertain_events:
         print(
             "uncertain events may have been counted by Meta; send them again only deliberately: "
