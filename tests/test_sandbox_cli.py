@@ -60,3 +60,14 @@ def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
                           timeout=60)
     assert done.returncode == 2 and done.stderr.startswith("capi: error: --fail unknown fault kind 'meltdown'")
     assert "Traceback" not in done.stderr
+
+
+def test_quiet_sandbox_prints_only_its_url(tmp_path: Path) -> None:
+    write_events_csv(tmp_path / "orders.csv", 2)
+    log = tmp_path / "sandbox.log"
+    with running_sandbox(["-q"], log=log) as url:
+        env = send_env(tmp_path / "home", url)
+        done = subprocess.run([*CAPI, "send", "--file", str(tmp_path / "orders.csv")], env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert log.read_text() == ""

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from capi_cli.cli.common import TableJson, settings, state, write_json, write_table
+from capi_cli.cli.common import TableJson, info, settings, state, write_json, write_table
 
 config_app = typer.Typer(
     name="config",
@@ -52,7 +52,7 @@ def show(ctx: typer.Context, fmt: TableJson = typer.Option(TableJson.table, "--f
     rows = [
         {"setting": k, "value": v, "source": s.sources.get(k, "")} for k, v in shown.items() if k != "profile"
     ]
-    print(f"profile {s.profile}  ({s.config_file})", file=sys.stderr)
+    info(ctx, f"profile {s.profile}  ({s.config_file})")
     write_table(rows, ["setting", "value", "source"])
 
 
@@ -92,7 +92,7 @@ def set_cmd(
 
     st = state(ctx)
     path, name = set_profile_value(st.config_file, st.profile, key, value)
-    print(f"{path}: profiles.{name}.{key} updated", file=sys.stderr)
+    info(ctx, f"{path}: profiles.{name}.{key} updated")
 
 
 @config_app.command("init")
@@ -152,9 +152,9 @@ def init(
     path, name, token_file = init_profile(
         st.config_file, st.profile, values, token=token, token_env=token_env, make_default=make_default
     )
-    print(f"{path}: profile `{name}` written", file=sys.stderr)
+    info(ctx, f"{path}: profile `{name}` written")
     if token_file:
-        print(f"token stored in {token_file} (mode 0600)", file=sys.stderr)
+        info(ctx, f"token stored in {token_file} (mode 0600)")
 
 
 def register(app: typer.Typer) -> None:

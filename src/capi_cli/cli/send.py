@@ -143,11 +143,8 @@ def _render(ctx: typer.Context, report: SendReport, fmt: TableJson) -> None:
         if events and more > 0:
             print(f"... {more:,} more {kind} events (`capi ledger list --status {kind}`)", file=sys.stderr)
     if summary.uncertain_events:
-        print(
-            "uncertain events may have been counted by Meta; send them again only deliberately: "
-            "capi send ... --resend-uncertain",
-            file=sys.stderr,
-        )
+        info(ctx, "uncertain events may have been counted by Meta; send them again only deliberately: "
+                  "capi send ... --resend-uncertain")
     if summary.fatal is not None:
         print(f"capi: error: {summary.fatal.message}", file=sys.stderr)
     if summary.interrupted:
