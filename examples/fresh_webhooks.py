@@ -2,7 +2,7 @@
 """Write the example webhook dump with times from the last hour, so the README's attribution
 story works on any date (Meta attributes a conversion to an ad click for 7 days only).
 
-    python3 examples/fresh_webhooks.py                    # rewrites examples/webhooks/ad-referrals.ndjson
+    python3 examples/fresh_webhooks.py > webhooks-today.ndjson   # from examples/webhooks/ad-referrals.ndjson
     python3 examples/fresh_webhooks.py IN.ndjson OUT.ndjson
 
 Only times move: WhatsApp's `timestamp` (Unix seconds, a string), Messenger's and Instagram's
@@ -66,8 +66,11 @@ def refresh(text: str, now: float | None = None) -> str:
 
 def main(argv: list[str]) -> int:
     source = Path(argv[0]) if argv else DEFAULT
-    target = Path(argv[1]) if len(argv) > 1 else source
-    target.write_text(refresh(source.read_text(encoding="utf-8")), encoding="utf-8")
+    text = refresh(source.read_text(encoding="utf-8"))
+    if len(argv) > 1:
+        Path(argv[1]).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
     return 0
 
 
