@@ -139,6 +139,7 @@ _COMMAND_MODULES = [
     "config_cmd",
     "doctor",
     "sandbox",
+    "dataset",
 ]
 
 for _name in _COMMAND_MODULES:

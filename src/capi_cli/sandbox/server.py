@@ -117,6 +117,7 @@ class GraphStandin:
         self.log = log  # one line per request (`capi sandbox` prints them on stderr)
         self.accepted = accepted  # every accepted event, one JSON document a line
         self.linked_datasets: dict[str, str] = {}  # asset id (WABA, Page, IG account) -> dataset id
+        self.assets: set[str] | None = None  # assets the token may manage (None: any)
         self.datasets = set(datasets)
         self.app_secret = app_secret
         self.latency = latency
@@ -168,7 +169,7 @@ class GraphStandin:
 
     # -- test controls --------------------------------------------------------------------------
 
-    def inject(self, fault: Fault | str, on: int | Iterable[int] | FaultRule) -> None:
+    def inject(self, fault: Fault | str, on: int | Iterable[int] | Callable[[RequestRecord], Any]) -> None:
         """Apply `fault` to the POSTs numbered `on` (1-based) or to those a predicate picks."""
         if isinstance(fault, str):
             fault = Fault(fault)
@@ -265,6 +266,9 @@ class GraphStandin:
                     "GraphMethodException",
                 )
         if record.method == "POST" and len(segments) == 3 and segments[2] == "dataset":
+            if self.assets is not None and segments[1] not in self.assets:
+                # What Meta answers for an asset the token has no permission on (Graph API errors).
+                return self._error(record, 403, 200, None, "(#200) Permissions error", "OAuthException")
             return 200, {"id": self.link_dataset(segments[1])}, {}
         if not segments or segments[1:2] == [] or segments[1] not in self.datasets:
             return self._error(
