@@ -120,3 +120,26 @@ def test_config_path_prints_home_config_and_ledger(runner: CliRunner, capi_home:
         f"home:        {capi_home}", f"config_file: {capi_home / 'config.yaml'}",
         f"ledger:      {capi_home / 'ledger.sqlite3'}",
     ]
+
+
+def test_init_offers_to_get_or_create_the_dataset(tmp_path: Path) -> None:
+    from capi_cli.sandbox.server import GraphStandin
+
+    home = tmp_path / "home"
+    with GraphStandin(token=TOKEN) as graph:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAPI_")}
+        env.update(CAPI_HOME=str(home), TERM="dumb", CAPI_GRAPH_URL=graph.url)
+        term = Terminal(["config", "init", "--waba-id", "104996122399160", "--default-country", "IN",
+                         "--currency", "INR", "--timezone", "Asia/Kolkata"], env)
+        try:
+            term.answer("Dataset id (digits", "")
+            term.answer("Facebook Page id", "")
+            term.answer("Instagram account id", "")
+            term.answer("Access token (hidden; empty to set it later): ", TOKEN)
+            term.answer("get or create the dataset of whatsapp account 104996122399160 on Meta now? [Y/n]", "y")
+        finally:
+            code = term.close()
+        created = graph.linked_datasets["104996122399160"]
+    assert code == 0, term.screen
+    profile = yaml.safe_load((home / "config.yaml").read_text())["profiles"]["default"]
+    assert profile["dataset_id"] == created

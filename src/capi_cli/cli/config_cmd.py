@@ -165,6 +165,29 @@ def init(
     info(ctx, f"{path}: profile `{name}` written")
     if token_file:
         info(ctx, f"token stored in {token_file} (mode 0600)")
+    if interactive and not values["dataset_id"] and (token or token_env):
+        _offer_dataset(ctx)
+
+
+def _offer_dataset(ctx: typer.Context) -> None:
+    """The step a new user lacks: the dataset of their WABA / Page / Instagram account (`capi dataset`)."""
+    from capi_cli.config_edit import set_profile_value
+    from capi_cli.datasets import asset_of, get_or_create
+    from capi_cli.errors import CapiError
+
+    current = settings(ctx)
+    try:
+        channel, asset_id = asset_of(current, None)
+    except CapiError:
+        return
+    if not typer.confirm(f"No dataset id yet: get or create the dataset of {channel} account {asset_id} on Meta now?",
+                         default=True):
+        info(ctx, "later: `capi dataset --create --save`")
+        return
+    found = get_or_create(current, channel)
+    st = state(ctx)
+    path, name = set_profile_value(st.config_file, st.profile, "dataset_id", found.dataset_id or "")
+    info(ctx, f"{path}: profiles.{name}.dataset_id = {found.dataset_id}")
 
 
 def _questions() -> Any:
