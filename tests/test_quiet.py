@@ -50,6 +50,8 @@ COMMANDS: list[tuple[list[str], bool]] = [
     (["config", "path"], False),
     (["config", "init", "--dataset-id", DATASET, "--waba-id", "104996122399160", "--yes"], True),
     (["doctor", "--offline"], False),
+    (["dataset"], True),
+    (["dataset", "--create"], True),
 ]
 
 
