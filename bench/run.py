@@ -11,7 +11,7 @@ median of their ratios in back-to-back pairs, so that a slow minute on a shared 
   memory   peak RSS of that dry run (capi and its worker processes together, polled from /proc):
            < 150 MB on the full file, and flat: at most 1.5x the peak on a tenth of the rows
            (--quick: on half of them, so that both files are large enough for the worker processes)
-  send     100,000 events to the Graph API stand-in answering after 300 ms (tests/graph_standin.py,
+  send     100,000 events to the Graph API stand-in answering after 300 ms (`capi sandbox`,
            its own process) against the ideal: requests / concurrency x 300 ms + the dry run: <= 1.3x
   rerun    the same send again, every event already `sent` in the ledger, against the dry run: < 0.5x
   extract  `capi extract-referral LOG --no-store` on a generated webhook log: deliveries/s, peak RSS
@@ -243,12 +243,12 @@ class Bench:
 
     def _standin(self) -> tuple[subprocess.Popen[str], str]:
         standin = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "graph_standin.py"), "--port", "0", "--latency", str(LATENCY),
+            [sys.executable, "-m", "capi_cli", "-q", "sandbox", "--port", "0", "--latency", str(LATENCY),
              "--dataset", STANDIN_DATASET, "--token", STANDIN_TOKEN],
             stdout=subprocess.PIPE, text=True, env=self.env,
         )
         assert standin.stdout is not None
-        url = standin.stdout.readline().strip()
+        url = standin.stdout.readline().strip().removeprefix("CAPI_GRAPH_URL=")
         if not url.startswith("http"):
             standin.kill()
             raise BenchError("the Graph API stand-in did not start")

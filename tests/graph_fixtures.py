@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from capi_cli.delivery.graph import GraphClient
-from graph_standin import GraphStandin
+from capi_cli.sandbox.server import GraphStandin
 
 TOKEN = "EAAG-secret-token-abc123"
 APP_SECRET = "app-secret-xyz789"

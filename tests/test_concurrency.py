@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from graph_standin import GraphStandin
+from capi_cli.sandbox.server import GraphStandin
 from send_helpers import DATASET, TOKEN, ledger_states, send_env, write_events_csv
 from test_fault_matrix import check_exactly_once
 

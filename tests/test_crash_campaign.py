@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from graph_standin import FAULT_KINDS, SLOW, Fault, GraphStandin
+from capi_cli.sandbox.server import FAULT_KINDS, SLOW, Fault, GraphStandin
 from send_helpers import DATASET, TOKEN, ledger_states, send_env, write_events_csv
 from test_fault_matrix import check_exactly_once
 

@@ -19,8 +19,7 @@ from capi_cli.delivery.engine import DeliveryOptions, DeliverySummary, deliver, 
 from capi_cli.delivery.graph import GraphClient
 from capi_cli.errors import ExitCode
 from capi_cli.ledger import Ledger
-from graph_fixtures import APP_SECRET, DATASET, TOKEN, graph, payload  # noqa: F401
-from graph_standin import (
+from capi_cli.sandbox.server import (
     NO_BODY_503,
     RESET_AFTER,
     RESET_BEFORE,
@@ -31,6 +30,7 @@ from graph_standin import (
     Fault,
     GraphStandin,
 )
+from graph_fixtures import APP_SECRET, DATASET, TOKEN, graph, payload  # noqa: F401
 
 FAST = DeliveryOptions(
     batch_size=10, concurrency=3, max_retries=3, backoff_base=0.01, backoff_max=0.05, retry_after_max=0.05

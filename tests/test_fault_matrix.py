@@ -26,7 +26,7 @@ from capi_cli.config import load_settings
 from capi_cli.delivery import run as send_job
 from capi_cli.delivery.engine import DeliveryOptions
 from capi_cli.events.pipeline import BuildOptions
-from graph_standin import (
+from capi_cli.sandbox.server import (
     FAULT_KINDS,
     NO_BODY_503,
     RESET_AFTER,

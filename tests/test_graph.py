@@ -18,8 +18,7 @@ from capi_cli.delivery.graph import (
     classify_response,
     retry_hint,
 )
-from graph_fixtures import APP_SECRET, DATASET, TOKEN, graph, make_client, payload  # noqa: F401
-from graph_standin import (
+from capi_cli.sandbox.server import (
     NO_BODY_503,
     RESET_AFTER,
     RESET_BEFORE,
@@ -29,6 +28,7 @@ from graph_standin import (
     Fault,
     GraphStandin,
 )
+from graph_fixtures import APP_SECRET, DATASET, TOKEN, graph, make_client, payload  # noqa: F401
 
 
 def events(n: int, prefix: str = "e") -> list[dict]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from graph_standin import TRANSIENT, GraphStandin
+from capi_cli.sandbox.server import TRANSIENT, GraphStandin
 
 TOKEN = "EAAG-SECRET-TOKEN-CANARY-7f3a"
 APP_SECRET = "APP-SECRET-CANARY-91bd"

@@ -13,7 +13,7 @@ import pytest
 
 from capi_cli.cli.app import app
 from capi_cli.ledger import Ledger
-from graph_standin import RESET_AFTER, RESET_BEFORE, SLOW, TRANSIENT, GraphStandin
+from capi_cli.sandbox.server import RESET_AFTER, RESET_BEFORE, SLOW, TRANSIENT, GraphStandin
 from send_helpers import (
     APP_SECRET,
     DATASET,
@@ -125,7 +125,7 @@ def test_ambiguous_batch_held_uncertain_until_resend_uncertain(runner, standin, 
     assert set(ledger_states(capi_home).values()) == {"sent"}
 
 
-@pytest.mark.parametrize("fault", [TRANSIENT, RESET_BEFORE, "throttle", "503"])
+@pytest.mark.parametrize("fault", [TRANSIENT, RESET_BEFORE, "throttle", "bare-503"])
 def test_retryable_or_unknown_faults_never_double_count(runner, standin, tmp_path, capi_home, fault) -> None:
     ids = write_events_csv(tmp_path / "orders.csv", 30)
     standin.inject(fault, on=2)

@@ -103,7 +103,8 @@ def test_settings_supply_defaults(tmp_path: Path, env: dict[str, str]) -> None:
     ("args", "message"),
     [
         (["validate", "missing.csv"], "no such file"),
-        (["validate", "x.xlsx"], "unknown file type"),
+        (["validate", "x.xlsx"], "export it as CSV"),
+        (["validate", "x.txt"], "unknown file type"),
         (["validate", "e.csv", "--set", "nokey"], "KEY=VALUE"),
         (["validate", "e.csv", "--input-format", "xml"], "--input-format"),
     ],

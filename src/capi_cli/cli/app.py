@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from capi_cli import __version__
-from capi_cli.cli.common import AppState
+from capi_cli.cli.common import AppState, set_quiet
 from capi_cli.errors import EXIT_CODE_MEANINGS, CapiError, ExitCode
 
 # Options that belong to the root command but are accepted after the subcommand too
@@ -124,6 +124,7 @@ def root(
     ),
 ) -> None:
     ctx.obj = AppState(profile=profile, config_file=config, quiet=quiet, verbose=verbose)
+    set_quiet(quiet)
 
 
 # Each module exposes register(app); command modules import the core lazily so that
@@ -137,6 +138,8 @@ _COMMAND_MODULES = [
     "referrals",
     "config_cmd",
     "doctor",
+    "sandbox",
+    "dataset",
 ]
 
 for _name in _COMMAND_MODULES:

@@ -75,15 +75,31 @@ def use_color() -> bool:
     return "NO_COLOR" not in os.environ and stderr_is_tty()
 
 
+# -q of the running command, set by the root callback: warnings and notes are printed from
+# places that have no context at hand, and -q silences all of them (SPEC §1).
+_quiet = False
+
+
+def set_quiet(flag: bool) -> None:
+    global _quiet
+    _quiet = flag
+
+
+def is_quiet(ctx: typer.Context | None = None) -> bool:
+    return _quiet or (ctx is not None and state(ctx).quiet)
+
+
 def info(ctx: typer.Context | None, message: str) -> None:
-    """A summary or progress line on stderr (silenced by -q)."""
-    if ctx is not None and state(ctx).quiet:
+    """A summary, note or progress line on stderr (silenced by -q)."""
+    if is_quiet(ctx):
         return
     print(message, file=sys.stderr)
 
 
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    """A warning on stderr (silenced by -q, which leaves errors and the result only)."""
+    if not _quiet:
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def debug(ctx: typer.Context | None, message: str) -> None:

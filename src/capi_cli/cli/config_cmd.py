@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 
-from capi_cli.cli.common import TableJson, settings, state, write_json, write_table
+from capi_cli.cli.common import TableJson, info, settings, state, write_json, write_table
+from capi_cli.errors import UsageError
 
 config_app = typer.Typer(
     name="config",
@@ -27,7 +29,8 @@ def path_cmd(ctx: typer.Context, fmt: TableJson = typer.Option(TableJson.table, 
     if fmt is TableJson.json:
         write_json(paths)
     else:
-        print(paths["config_file"])
+        for name in ("home", "config_file", "ledger"):
+            print(f"{name + ':':13}{paths[name]}")
 
 
 @config_app.command("show")
@@ -52,7 +55,7 @@ def show(ctx: typer.Context, fmt: TableJson = typer.Option(TableJson.table, "--f
     rows = [
         {"setting": k, "value": v, "source": s.sources.get(k, "")} for k, v in shown.items() if k != "profile"
     ]
-    print(f"profile {s.profile}  ({s.config_file})", file=sys.stderr)
+    info(ctx, f"profile {s.profile}  ({s.config_file})")
     write_table(rows, ["setting", "value", "source"])
 
 
@@ -92,7 +95,7 @@ def set_cmd(
 
     st = state(ctx)
     path, name = set_profile_value(st.config_file, st.profile, key, value)
-    print(f"{path}: profiles.{name}.{key} updated", file=sys.stderr)
+    info(ctx, f"{path}: profiles.{name}.{key} updated")
 
 
 @config_app.command("init")
@@ -121,10 +124,11 @@ def init(
 
     Example: capi --profile shop config init --dataset-id 1234567890 --waba-id 1098765432 --token-stdin -y < token.txt
     """
+    from capi_cli.config_answers import REQUIRED_ONE_OF
     from capi_cli.config_edit import init_profile
 
     st = state(ctx)
-    values = {
+    given = {
         "dataset_id": dataset_id,
         "whatsapp_business_account_id": waba_id,
         "page_id": page_id,
@@ -133,28 +137,89 @@ def init(
         "currency": currency,
         "timezone": timezone,
     }
+    values = {key: _checked_option(key, value) for key, value in given.items()}
     interactive = not yes and sys.stdin.isatty()
     token: str | None = None
     if interactive:
-        for key, current in values.items():
-            if current is None:
-                answer = typer.prompt(key, default="", show_default=False)
-                values[key] = answer or None
+        for question in _questions():
+            if values[question.key] is None:
+                values[question.key] = _ask(question)
         if token_env is None:
             token = (
                 typer.prompt(
-                    "access token (hidden, empty to skip)", default="", hide_input=True, show_default=False
+                    "Access token (hidden; empty to set it later)", default="", hide_input=True, show_default=False
                 )
                 or None
             )
-    elif token_stdin:
-        token = sys.stdin.readline().strip() or None
+    else:
+        if not any(values[key] for key in REQUIRED_ONE_OF):
+            raise UsageError(
+                "config init without a terminal takes its answers as options: give at least one of "
+                "--dataset-id, --waba-id, --page-id, --ig-account-id (and --token-stdin or --token-env)"
+            )
+        if token_stdin:
+            token = sys.stdin.readline().strip() or None
     path, name, token_file = init_profile(
         st.config_file, st.profile, values, token=token, token_env=token_env, make_default=make_default
     )
-    print(f"{path}: profile `{name}` written", file=sys.stderr)
+    info(ctx, f"{path}: profile `{name}` written")
     if token_file:
-        print(f"token stored in {token_file} (mode 0600)", file=sys.stderr)
+        info(ctx, f"token stored in {token_file} (mode 0600)")
+    if interactive and not values["dataset_id"] and (token or token_env):
+        _offer_dataset(ctx)
+
+
+def _offer_dataset(ctx: typer.Context) -> None:
+    """The step a new user lacks: the dataset of their WABA / Page / Instagram account (`capi dataset`)."""
+    from capi_cli.config_edit import set_profile_value
+    from capi_cli.datasets import asset_of, get_or_create
+    from capi_cli.errors import CapiError
+
+    current = settings(ctx)
+    try:
+        channel, asset_id = asset_of(current, None)
+    except CapiError:
+        return
+    if not typer.confirm(f"No dataset id yet: get or create the dataset of {channel} account {asset_id} on Meta now?",
+                         default=True):
+        info(ctx, "later: `capi dataset --create --save`")
+        return
+    found = get_or_create(current, channel)
+    st = state(ctx)
+    path, name = set_profile_value(st.config_file, st.profile, "dataset_id", found.dataset_id or "")
+    info(ctx, f"{path}: profiles.{name}.dataset_id = {found.dataset_id}")
+
+
+def _questions() -> Any:
+    from capi_cli.config_answers import QUESTIONS
+
+    return QUESTIONS
+
+
+def _checked_option(key: str, value: str | None) -> str | None:
+    from capi_cli.config_answers import BadAnswer, check_answer
+
+    if value is None:
+        return None
+    try:
+        return check_answer(key, value)
+    except BadAnswer as exc:
+        raise UsageError(f"--{_OPTION_OF.get(key, key).replace('_', '-')}: {exc}") from None
+
+
+_OPTION_OF = {"whatsapp_business_account_id": "waba_id"}
+
+
+def _ask(question: Any) -> str | None:
+    """Ask until the answer is accepted; each answer is checked as it is typed (empty skips)."""
+    from capi_cli.config_answers import BadAnswer, check_answer
+
+    while True:
+        answer = typer.prompt(f"{question.prompt} ({question.hint})", default="", show_default=False)
+        try:
+            return check_answer(question.key, answer)
+        except BadAnswer as exc:
+            print(f"  {exc}; expected {question.hint}", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

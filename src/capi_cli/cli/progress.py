@@ -11,8 +11,10 @@ from capi_cli.cli.common import stderr_is_tty, use_color
 class DeliveryBar:
     """A rich live line on stderr when it is a terminal; nothing otherwise."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, *, dry_run: bool = False, total: int | None = None) -> None:
         self.enabled = enabled and stderr_is_tty()
+        self.dry_run = dry_run
+        self.total = total  # estimated records of the input, when its size says
         self._progress: Any = None
         self._task: Any = None
 
@@ -41,14 +43,48 @@ class DeliveryBar:
     def update(self, p: Any) -> None:
         if self._progress is None:
             return
-        rate = p.events / p.elapsed if p.elapsed > 0 else 0.0
-        self._progress.update(
-            self._task,
-            description=(
-                f"read {p.events:,}  sent {p.sent:,}  skipped {p.skipped:,}  rejected {p.rejected:,}  "
-                f"failed {p.failed:,}  uncertain {p.uncertain:,}  in flight {p.in_flight}  {rate:,.0f} events/s"
-            ),
-        )
+        self._progress.update(self._task, description=progress_text(p, dry_run=self.dry_run, total=self.total))
+
+
+def progress_text(p: Any, *, dry_run: bool = False, total: int | None = None) -> str:
+    rate = p.events / p.elapsed if p.elapsed > 0 else 0.0
+    verb = "would send" if dry_run else "sent"
+    of = f" of ~{max(total, p.events):,}" if total else ""
+    eta = ""
+    if total and rate > 0 and total > p.events:
+        seconds = int((total - p.events) / rate)
+        eta = f"  ETA {seconds // 60}:{seconds % 60:02d}"
+    return (
+        f"read {p.events:,}{of}  {verb} {p.sent:,}  skipped {p.skipped:,}  rejected {p.rejected:,}  "
+        f"failed {p.failed:,}  uncertain {p.uncertain:,}  in flight {p.in_flight}  {rate:,.0f} events/s{eta}"
+    )
+
+
+_LINE_FORMATS = (".csv", ".tsv", ".ndjson", ".jsonl")
+_SAMPLE = 1 << 16
+
+
+def estimate_records(paths: Any) -> int | None:
+    """Records in the inputs, estimated from their size and the lines of their first 64 KiB; None
+    when a size is unknown (stdin) or a format has no record per line (YAML, JSON)."""
+    import os
+
+    total = 0.0
+    for path in paths:
+        name = str(path)
+        if name == "-" or not name.lower().endswith(_LINE_FORMATS):
+            return None
+        try:
+            size = os.path.getsize(name)
+            with open(name, "rb") as stream:
+                sample = stream.read(_SAMPLE)
+        except OSError:
+            return None
+        lines = sample.count(b"\n")
+        if not lines:
+            return None
+        total += size * lines / len(sample) - (1 if name.lower().endswith((".csv", ".tsv")) else 0)
+    return max(int(total), 0)
 
 
 def print_problem(problem: Any) -> None:

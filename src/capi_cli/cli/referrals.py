@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import typer
@@ -74,4 +73,4 @@ def lookup_cmd(
         records = ledger.lookup_referrals(user_id)
     render(records, fmt, REFERRAL_COLUMNS, TABLE_COLUMNS)
     if not records:
-        print(f"no referral stored for {user_id.strip()}", file=sys.stderr)
+        info(ctx, f"no referral stored for {user_id.strip()}")

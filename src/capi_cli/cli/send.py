@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from capi_cli.cli.common import TableJson, info, open_output, settings, state, warn, write_json
-from capi_cli.cli.progress import DeliveryBar, print_problem, summary_line
+from capi_cli.cli.progress import DeliveryBar, estimate_records, print_problem, summary_line
 
 if TYPE_CHECKING:
     from capi_cli.delivery.run import SendReport
@@ -105,7 +105,8 @@ def _send(
 
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    bar = DeliveryBar(enabled=not (no_progress or st.quiet))
+    show = not (no_progress or st.quiet)
+    bar = DeliveryBar(enabled=show, dry_run=dry_run, total=estimate_records(files) if show else None)
     try:
         try:
             with bar:
@@ -138,16 +139,13 @@ def _render(ctx: typer.Context, report: SendReport, fmt: TableJson) -> None:
     ):
         for event in events[:PROBLEM_LINES]:
             where = f"{event.source}:{event.line}: " if event.source and event.line else ""
-            code = f" (code {event.code}/{event.subcode})" if event.code else ""
-            print(
-                f"{where}{kind}: {event.event_name} {event.event_id}: {event.message}{code}", file=sys.stderr
-            )
+            print(f"{where}{kind}: {event.event_name} {event.event_id}: {event.message}", file=sys.stderr)
+        more = getattr(summary, kind) - min(len(events), PROBLEM_LINES)
+        if events and more > 0:
+            print(f"... {more:,} more {kind} events (`capi ledger list --status {kind}`)", file=sys.stderr)
     if summary.uncertain_events:
-        print(
-            "uncertain events may have been counted by Meta; send them again only deliberately: "
-            "capi send ... --resend-uncertain",
-            file=sys.stderr,
-        )
+        info(ctx, "uncertain events may have been counted by Meta; send them again only deliberately: "
+                  "capi send ... --resend-uncertain")
     if summary.fatal is not None:
         print(f"capi: error: {summary.fatal.message}", file=sys.stderr)
     if summary.interrupted:
@@ -156,6 +154,8 @@ def _render(ctx: typer.Context, report: SendReport, fmt: TableJson) -> None:
         warn(
             f"{report.pending_uncertain} uncertain events from earlier runs: `capi ledger list --status uncertain`"
         )
+    if summary.read == 0 and summary.fatal is None:
+        info(ctx, "note: no records to send (a header only?)")
     if fmt is TableJson.json:
         write_json(summary.to_dict())
     info(ctx, summary_line(summary))

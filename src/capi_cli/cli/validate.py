@@ -57,6 +57,8 @@ def validate(
     else:
         _print_report(report)
     tally = report.tally
+    if tally.records == 0:
+        info(ctx, "note: no records to check (a header only?)")
     info(ctx, f"{tally.records} record(s): {tally.valid} valid, {tally.invalid} invalid, {tally.attributed} attributed from stored referrals")
     if not report.ok:
         raise DataError(f"{tally.invalid} invalid record(s); fix them or leave them out (send skips them, --strict refuses)")
@@ -73,7 +75,8 @@ def _print_report(report: ValidationReport) -> None:
         severity = problems[0].severity
         out.write(f"{code} ({severity}, {len(problems)}): {advice}\n")
         for problem in problems[:_SHOWN_PER_CODE]:
-            out.write(f"  {problem.source}:{problem.line}  {problem.field or '-'}  {problem.message}\n")
+            where = f"{problem.source}:{problem.line}" if problem.line else problem.source
+            out.write(f"  {where}  {problem.field or '-'}  {problem.message}\n")
         if len(problems) > _SHOWN_PER_CODE:
             out.write(f"  ... and {len(problems) - _SHOWN_PER_CODE} more (--format json lists them all)\n")
         out.write("\n")

@@ -154,6 +154,8 @@ class _Delivery:
         self._slots = threading.Semaphore(options.concurrency)
         self._futures: set[Future[None]] = set()
         self._worker_error: BaseException | None = None
+        # --resend: keys the ledger had `sent`. Meta counted them once: they stay `sent` whatever
+        self._was_sent: set[tuple[str, str]] = set()  # this attempt ends in; only a success counts
 
     # -- main thread: read, decide, batch, dispatch ----------------------------------------------
 
@@ -227,7 +229,7 @@ class _Delivery:
             return True  # Meta definitely did not count it
         if state is LedgerState.SENT:
             if self.options.resend:
-                summary.resent += 1
+                self._was_sent.add((event.event_name, event.event_id))
                 return True
             summary.skipped += 1
             return False
@@ -364,8 +366,10 @@ class _Delivery:
 
             if kind is OutcomeKind.SUCCESS:
                 self._settle(batch_id, keys, LedgerState.SENT, outcome)
+                resent = sum(1 for key in keys if key in self._was_sent) if self._was_sent else 0
                 with self._lock:
                     self.summary.sent += n
+                    self.summary.resent += resent
                     self._successes += 1
                 return
             if kind is OutcomeKind.AMBIGUOUS:
@@ -373,8 +377,10 @@ class _Delivery:
                 self._record("uncertain", events, outcome)
                 return
             if kind is OutcomeKind.FATAL:
+                # Reported once, as the run's error (capi: error: ...), not once per event.
                 self._settle(batch_id, keys, LedgerState.FAILED, outcome)
-                self._record("failed", events, outcome)
+                with self._lock:
+                    self.summary.failed += n
                 self._fatal(outcome.setup_error())
                 return
             if kind is OutcomeKind.RETRYABLE:
@@ -399,6 +405,10 @@ class _Delivery:
 
     def _settle(self, batch_id: str, keys: list[tuple[str, str]], state: LedgerState, outcome: Outcome) -> None:
         assert self.ledger is not None
+        if state is not LedgerState.SENT and self._was_sent:
+            if kept := [key for key in keys if key in self._was_sent]:
+                self.ledger.settle(self.dataset_id, batch_id, kept, LedgerState.SENT)
+                keys = [key for key in keys if key not in self._was_sent]
         self.ledger.settle(
             self.dataset_id,
             batch_id,

@@ -11,13 +11,12 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 from capi_cli.config import Settings
 from capi_cli.delivery.engine import DeliveryOptions, DeliveryProgress, DeliverySummary, deliver, ledger_skip
 from capi_cli.errors import ExitCode, UsageError, worst
-from capi_cli.events.pipeline import BuildOptions, BuiltEvent, Problem, iter_events
+from capi_cli.events.pipeline import BuildOptions, BuiltEvent, Problem, iter_events, referral_store
 from capi_cli.ledger import Ledger, LedgerState
 
 
@@ -96,13 +95,6 @@ def _write_ndjson(stream: IO[str]) -> Callable[[Sequence[str]], None]:
     return sink
 
 
-def _open_ledger_for_reading(path: str) -> Ledger | None:
-    """A dry run changes nothing in the ledger: it reads it only if it already exists."""
-    if path.startswith(("postgres://", "postgresql://")) or Path(path).exists():
-        return Ledger.open(path)
-    return None
-
-
 def run_send(
     settings: Settings,
     request: SendRequest,
@@ -118,6 +110,8 @@ def run_send(
             raise UsageError(f"--file {name}: is a directory, not an events file")
     if not request.dry_run:
         settings.require_send()
+    if request.strict and any(name == "-" for name in request.files):
+        raise UsageError("--strict reads the input twice and cannot be used with stdin (-)")
     report_problems: list[Problem] = []
     error_records: set[tuple[str, int | None]] = set()
 
@@ -139,21 +133,17 @@ def run_send(
         dry_run=request.dry_run,
     )
 
-    if request.strict and _has_errors(settings, request):
-        # --strict: nothing is sent when any record is invalid; a second pass reports them all.
-        counter = _Counter(iter_events(request.files, settings, request.build), keep)
-        for _ in counter:
-            pass
-        summary = DeliverySummary(dry_run=request.dry_run)
-        summary.read, summary.invalid, summary.attributed = counter.read, counter.invalid, counter.attributed
-        return SendReport(summary, report_problems, errors=len(error_records), strict_blocked=True)
-
     def run_with(ledger: Ledger | None, client: Any) -> SendReport:
+        if request.strict and _has_errors(settings, request, ledger):
+            return _strict_blocked(settings, request, ledger, keep, report_problems, error_records)
         return _run(settings, request, ledger, client, dataset_id, options, keep, error_records,
                     report_problems, progress, stop)
 
     if request.dry_run:
-        ledger = _open_ledger_for_reading(settings.ledger) if settings.dataset_id else None
+        # The dry run is the send without the POST: it joins the same stored referrals as
+        # `validate` and `send` (pipeline.referral_store, which creates nothing), with or
+        # without a dataset id; only the ledger's `sent` records need a dataset to mean anything.
+        ledger = referral_store(settings)
         try:
             return run_with(ledger, None)
         finally:
@@ -175,10 +165,9 @@ def run_send(
         return report
 
 
-def _has_errors(settings: Settings, request: SendRequest) -> bool:
-    if any(name == "-" for name in request.files):
-        raise UsageError("--strict reads the input twice and cannot be used with stdin (-)")
-    items = iter_events(request.files, settings, request.build)
+def _has_errors(settings: Settings, request: SendRequest, referrals: Ledger | None) -> bool:
+    """The --strict pre-check: the same pipeline, the same stored referrals as the send itself."""
+    items = iter_events(request.files, settings, request.build, referrals=referrals)
     try:
         for item in items:
             if isinstance(item, Problem) and item.severity == "error":
@@ -186,6 +175,27 @@ def _has_errors(settings: Settings, request: SendRequest) -> bool:
     finally:
         items.close()
     return False
+
+
+def _strict_blocked(
+    settings: Settings,
+    request: SendRequest,
+    referrals: Ledger | None,
+    keep: Callable[[Problem], None],
+    report_problems: list[Problem],
+    error_records: set[tuple[str, int | None]],
+) -> SendReport:
+    """--strict: nothing is sent when any record is invalid; a second pass reports them all."""
+    events = iter_events(request.files, settings, request.build, referrals=referrals)
+    counter = _Counter(events, keep)
+    try:
+        for _ in counter:
+            pass
+    finally:
+        events.close()
+    summary = DeliverySummary(dry_run=request.dry_run)
+    summary.read, summary.invalid, summary.attributed = counter.read, counter.invalid, counter.attributed
+    return SendReport(summary, report_problems, errors=len(error_records), strict_blocked=True)
 
 
 def _run(
@@ -201,14 +211,16 @@ def _run(
     progress: Callable[[DeliveryProgress], None] | None,
     stop: threading.Event | None,
 ) -> SendReport:
-    skip = ledger_skip(ledger, dataset_id) if ledger is not None and not request.resend else None
+    # A dry run without a dataset id has no `sent` records to skip: it only reads referrals.
+    has_dataset = not request.dry_run or settings.dataset_id is not None
+    skip = ledger_skip(ledger, dataset_id) if ledger is not None and has_dataset and not request.resend else None
     events = iter_events(request.files, settings, request.build, referrals=ledger, skip=skip)
     counter = _Counter(events, keep)
     sink = _write_ndjson(request.output) if request.output is not None else None
     try:
         summary = deliver(
             counter,
-            ledger=ledger,
+            ledger=ledger if has_dataset else None,
             client=client,
             dataset_id=dataset_id,
             options=options,

@@ -25,7 +25,7 @@ from capi_cli.events.build import EventBuilder, Head, ReferralStore
 from capi_cli.events.fields import FieldMapper, load_map, parse_sets
 from capi_cli.events.jsontext import payload_json
 from capi_cli.events.keyset import KeySet
-from capi_cli.events.readers import Malformed, read_records, source_name
+from capi_cli.events.readers import Malformed, is_empty_file, read_records, source_name
 from capi_cli.events.times import parse_when
 from capi_cli.events.validate import ERROR, WARNING, Problem
 
@@ -334,6 +334,10 @@ def _sequence(
 
     for path in paths:
         source = source_name(path)
+        if is_empty_file(path):
+            # Under cron a failed export is often a 0-byte file: an error, not "no problems found".
+            yield Problem(source, 0, 0, None, "empty_input", ERROR, "empty file: no header and no records")
+            continue
         warned: set[str] = set()
         for item in stage_file(path):
             if item[0] == SENT and not item[3] and not seen.add(f"{item[4]}\x1f{item[5]}"):

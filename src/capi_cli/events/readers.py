@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -45,6 +46,18 @@ _EXTENSIONS = {
 STDIN = "-"
 
 
+
+
+# Spreadsheets people export orders into; capi reads their CSV export instead.
+SPREADSHEET_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xls", ".ods", ".numbers"})
+
+
+def is_empty_file(path: str | Path) -> bool:
+    """A 0-byte file (not stdin): an export that failed, a data problem rather than 0 records."""
+    try:
+        return str(path) != STDIN and os.path.isfile(path) and os.path.getsize(path) == 0
+    except OSError:
+        return False
 
 
 def source_name(path: str | Path) -> str:
@@ -82,7 +95,11 @@ def _open(path: str | Path, input_format: str | None, plain: bool) -> Iterator[R
         stream: IO[bytes] = io.BufferedReader(Prefixed(head, sys.stdin.buffer))  # type: ignore[arg-type]
         yield from _read(stream, fmt or sniff(head), plain)
         return
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: is a directory; give the event files themselves")
     if fmt is None:
+        if Path(path).suffix.lower() in SPREADSHEET_SUFFIXES:
+            raise UsageError(f"{path}: a spreadsheet; export it as CSV (Save as / Download > CSV) and give that file")
         raise UsageError(
             f"{path}: unknown file type; use .csv, .tsv, .yaml, .json, .ndjson or --input-format"
         )

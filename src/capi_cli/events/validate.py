@@ -30,6 +30,7 @@ CODES: dict[str, str] = {
     "duplicate_event_id": "give each event its own event_id / order_id",
     "unknown_column": "map it with --map, or ignore this warning",
     "malformed_record": "fix the row so that it can be read",
+    "empty_input": "the file is empty (0 bytes): check the export that wrote it",
 }
 WARNING_CODES = frozenset({"unknown_column"})
 

@@ -1,80 +1,45 @@
 """A local stand-in for Meta's Graph API (Conversions API for business messaging), on 127.0.0.1.
 
-It behaves as Meta documents (shared/reference/meta-facts.md): Bearer token, dataset ids, at most
+`capi sandbox` runs it for users, and the test suite uses this same server, so what users rehearse
+against is what the tests check. It behaves as Meta documents (meta_rules.py): Bearer token, dataset ids, at most
 1000 events, whole-batch refusal with code 100 and a 2804xxx subcode that never names the bad
 event, rate-limit and transient errors, and faults a real network produces (resets before and
 after processing, slow answers, 5xx without body). It records every accepted event so tests can
 assert that nothing was counted twice.
 
 As a library (tests):   with GraphStandin(token="t", datasets={"123"}) as graph: graph.url ...
-As a process (bench):   python tests/graph_standin.py --port 0 --latency 0.3   (prints its URL)
+As a process (users, bench):   capi sandbox --port 0 --latency 0.3   (prints its CAPI_GRAPH_URL)
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import json
-import re
 import socket
 import struct
-import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
-# Meta's rules for business-messaging events (meta-facts.md, "Conversions API, business messaging").
-EVENT_NAMES = frozenset(
-    {
-        "Purchase",
-        "LeadSubmitted",
-        "InitiateCheckout",
-        "AddToCart",
-        "ViewContent",
-        "OrderCreated",
-        "OrderShipped",
-        "OrderDelivered",
-        "OrderCanceled",
-        "OrderReturned",
-        "CartAbandoned",
-        "QualifiedLead",
-        "RatingProvided",
-        "ReviewProvided",
-    }
+from capi_cli.sandbox.faults import (  # noqa: F401 - the names tests import from here
+    FAULT_KINDS,
+    NO_BODY_503,
+    RESET_AFTER,
+    RESET_BEFORE,
+    SLOW,
+    THROTTLE,
+    TRANSIENT,
+    WRONG_COUNT,
+    Fault,
+    parse_fail,
 )
-HASHED_FIELDS = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id")
-MAX_AGE_SECONDS = 7 * 24 * 3600
-MAX_EVENTS = 1000
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-
-# Fault kinds understood by the stand-in.
-TRANSIENT = "transient"  # HTTP 500 with a Graph error {code 2, is_transient: true}; nothing counted
-THROTTLE = "throttle"  # HTTP 400 with code 4/17/80004 and Retry-After; nothing counted
-NO_BODY_503 = "503"  # HTTP 503 with an empty body; nothing counted (the client cannot know that)
-RESET_BEFORE = "reset_before"  # request read, connection reset, nothing counted
-RESET_AFTER = "reset_after"  # events counted, then the connection is reset without an answer
-SLOW = "slow"  # events counted, answer after `delay` seconds (longer than the client timeout)
-WRONG_COUNT = "wrong_count"  # events counted, 200 with events_received off by one
-FAULT_KINDS = (TRANSIENT, THROTTLE, NO_BODY_503, RESET_BEFORE, RESET_AFTER, SLOW, WRONG_COUNT)
-
-
-@dataclass(frozen=True)
-class Fault:
-    kind: str
-    code: int = 4  # for THROTTLE: 4, 17, 80004 ...
-    retry_after: float | None = 0.0
-    delay: float = 1.0  # for SLOW
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}")
+from capi_cli.sandbox.meta_rules import MAX_EVENTS, Refusal, error_body, refusal_of, trace_id
 
 
 @dataclass
@@ -129,14 +94,20 @@ class GraphStandin:
     def __init__(
         self,
         *,
-        token: str = "test-token",
+        token: str | None = "test-token",
         datasets: Iterable[str] = ("1234567890",),
         app_secret: str | None = None,
         latency: float = 0.0,
         port: int = 0,
         now: Callable[[], float] = time.time,
+        log: Callable[[str], None] | None = None,
+        accepted: IO[str] | None = None,
     ) -> None:
         self.token = token
+        self.log = log  # one line per request (`capi sandbox` prints them on stderr)
+        self.accepted = accepted  # every accepted event, one JSON document a line
+        self.linked_datasets: dict[str, str] = {}  # asset id (WABA, Page, IG account) -> dataset id
+        self.assets: set[str] | None = None  # assets the token may manage (None: any)
         self.datasets = set(datasets)
         self.app_secret = app_secret
         self.latency = latency
@@ -173,6 +144,13 @@ class GraphStandin:
         self._server.shutdown()
         self._server.server_close()
 
+    def serve(self) -> None:
+        """Answer requests in this thread until interrupted (`capi sandbox`)."""
+        self._server.serve_forever(poll_interval=0.05)
+
+    def close(self) -> None:
+        self._server.server_close()
+
     def __enter__(self) -> GraphStandin:
         return self.start()
 
@@ -181,7 +159,7 @@ class GraphStandin:
 
     # -- test controls --------------------------------------------------------------------------
 
-    def inject(self, fault: Fault | str, on: int | Iterable[int] | FaultRule) -> None:
+    def inject(self, fault: Fault | str, on: int | Iterable[int] | Callable[[RequestRecord], Any]) -> None:
         """Apply `fault` to the POSTs numbered `on` (1-based) or to those a predicate picks."""
         if isinstance(fault, str):
             fault = Fault(fault)
@@ -191,6 +169,19 @@ class GraphStandin:
             return
         for number in [on] if isinstance(on, int) else on:
             self.faults[number] = fault
+
+    def link_dataset(self, asset_id: str) -> str:
+        """`POST /{asset_id}/dataset`: Meta creates the asset's dataset once and returns the same
+        id after (meta-facts.md); the new dataset then takes events."""
+        with self._lock:
+            dataset_id = self.linked_datasets.get(asset_id)
+            if dataset_id is None:
+                # Dataset ids are 15-16 digit numbers; derived from the asset so runs agree.
+                digest = hashlib.sha256(asset_id.encode()).hexdigest()
+                dataset_id = str(800_000_000_000_000 + int(digest[:12], 16) % 10**14)
+                self.linked_datasets[asset_id] = dataset_id
+                self.datasets.add(dataset_id)
+            return dataset_id
 
     @property
     def posts(self) -> int:
@@ -226,7 +217,9 @@ class GraphStandin:
                     time.sleep(max(0.0, self.latency - (time.monotonic() - started)))
             record.status = status
             self._write(handler, status, body, extra)
+            self._log(record, status, body)
         except _Reset:
+            self._log(record, None, None)
             _reset(handler)
         except (BrokenPipeError, ConnectionResetError):
             handler.close_connection = True
@@ -251,17 +244,22 @@ class GraphStandin:
 
         auth = record.headers.get("authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else params.get("access_token")
-        if token != self.token:
+        if not token or (self.token is not None and token != self.token):
             return self._error(
                 record, 401, 190, None, "Invalid OAuth access token - Cannot parse access token", "OAuthException"
             )
         if self.app_secret:
-            expected = hmac.new(self.app_secret.encode(), self.token.encode(), hashlib.sha256).hexdigest()
+            expected = hmac.new(self.app_secret.encode(), token.encode(), hashlib.sha256).hexdigest()
             if params.get("appsecret_proof") != expected:
                 return self._error(
                     record, 400, 100, None, "Invalid appsecret_proof provided in the API argument",
                     "GraphMethodException",
                 )
+        if record.method == "POST" and len(segments) == 3 and segments[2] == "dataset":
+            if self.assets is not None and segments[1] not in self.assets:
+                # What Meta answers for an asset the token has no permission on (Graph API errors).
+                return self._error(record, 403, 200, None, "(#200) Permissions error", "OAuthException")
+            return 200, {"id": self.link_dataset(segments[1])}, {}
         if not segments or segments[1:2] == [] or segments[1] not in self.datasets:
             return self._error(
                 record, 400, 100, 33,
@@ -293,7 +291,7 @@ class GraphStandin:
         if fault is not None and fault.kind in (TRANSIENT, THROTTLE, NO_BODY_503, RESET_BEFORE):
             return self._fault_before(record, fault)
 
-        refusal = self._validate(data)
+        refusal = self._poisoned(data) or refusal_of(data, self.now())
         if refusal is not None:
             subcode, title, message = refusal
             return self._error(record, 400, 100, subcode, "Invalid parameter", "OAuthException", title, message)
@@ -301,6 +299,9 @@ class GraphStandin:
         with self._lock:
             for event in data:
                 self.received[(event["event_name"], str(event.get("event_id")))] += 1
+            if self.accepted is not None:
+                self.accepted.writelines(json.dumps(event, separators=(",", ":")) + "\n" for event in data)
+                self.accepted.flush()
         n = len(data)
         if fault is not None:
             if fault.kind == RESET_AFTER:
@@ -309,7 +310,7 @@ class GraphStandin:
                 time.sleep(fault.delay)
             if fault.kind == WRONG_COUNT:
                 n -= 1
-        return 200, {"events_received": n, "messages": [], "fbtrace_id": _trace()}, {}
+        return 200, {"events_received": n, "messages": [], "fbtrace_id": trace_id()}, {}
 
     def _fault_before(self, record: RequestRecord, fault: Fault) -> tuple[int, Any, dict[str, str]]:
         if fault.kind == RESET_BEFORE:
@@ -317,60 +318,36 @@ class GraphStandin:
         if fault.kind == NO_BODY_503:
             return 503, None, {}
         if fault.kind == TRANSIENT:
-            return 500, _error_body(2, None, "An unexpected error has occurred. Please retry your request later.",
+            return 500, error_body(2, None, "An unexpected error has occurred. Please retry your request later.",
                                     "OAuthException", transient=True), {}
         extra: dict[str, str] = {}
         if fault.retry_after is not None:
             extra["Retry-After"] = f"{fault.retry_after:g}"
         record.error_code = fault.code
-        return 400, _error_body(fault.code, None, "(#4) Application request limit reached", "OAuthException",
+        return 400, error_body(fault.code, None, "(#4) Application request limit reached", "OAuthException",
                                 transient=True), extra
 
-    def _validate(self, data: list[Any]) -> tuple[int, str, str] | None:
-        """Meta refuses the whole batch for one bad event, naming none (meta-facts.md)."""
-        now = self.now()
-        for event in data:
-            if not isinstance(event, dict):
-                return 2804019, "Invalid Parameter", "Each event must be an object."
-            if str(event.get("event_id")) in self.poison:
-                return self.poison_subcode, "Invalid Parameter", "The parameter value is not valid."
-            if event.get("event_name") not in EVENT_NAMES:
-                return (2804066, "Event Name Not Allowed",
-                        "This event name is not supported for business messaging.")
-            event_time = event.get("event_time")
-            if not isinstance(event_time, int):
-                return 2804019, "Invalid Parameter", "event_time must be a Unix timestamp in seconds."
-            if event_time < now - MAX_AGE_SECONDS:
-                return (2804003, "Event Timestamp Too Old",
-                        "The timestamp for this event is too far in the past. Events need to be sent "
-                        "within 7 days of when they occurred.")
-            if event.get("action_source") != "business_messaging":
-                return 2804019, "Invalid Parameter", "action_source must be business_messaging."
-            user = event.get("user_data")
-            if not isinstance(user, dict):
-                return 2804050, "Not Enough Customer Information", "user_data is required."
-            channel = event.get("messaging_channel")
-            if channel == "whatsapp":
-                ok = bool(user.get("ctwa_clid")) and bool(user.get("whatsapp_business_account_id"))
-            elif channel == "messenger":
-                ok = bool(user.get("page_id")) and bool(user.get("page_scoped_user_id"))
-            elif channel == "instagram":
-                ok = bool(user.get("ig_sid")) and bool(
-                    user.get("ig_account_id") or user.get("instagram_business_account_id")
-                )
-            else:
-                return 2804019, "Invalid Parameter", "messaging_channel is not valid."
-            if not ok:
-                return (2804050, "Not Enough Customer Information",
-                        "The event does not have enough customer information to be attributed.")
-            for name in HASHED_FIELDS:
-                if name in user:
-                    values = user[name]
-                    if not isinstance(values, list) or not all(
-                        isinstance(v, str) and _HEX64.fullmatch(v) for v in values
-                    ):
-                        return 2804019, "Invalid Parameter", f"The value of {name} must be SHA-256 hashed."
+    def _poisoned(self, data: list[Any]) -> Refusal | None:
+        if self.poison and any(isinstance(e, dict) and str(e.get("event_id")) in self.poison for e in data):
+            return self.poison_subcode, "Invalid Parameter", "The parameter value is not valid."
         return None
+
+    def _log(self, record: RequestRecord, status: int | None, body: Any) -> None:
+        if self.log is None:
+            return
+        if status is None:
+            outcome = f"connection reset ({record.fault})"
+        elif isinstance(body, dict) and isinstance(body.get("error"), dict):
+            error = body["error"]
+            subcode = f" subcode {error['error_subcode']}" if "error_subcode" in error else ""
+            outcome = f"{status} error code {error.get('code')}{subcode}: {error.get('message')}"
+        elif isinstance(body, dict) and "events_received" in body:
+            outcome = f"{status} events_received {body['events_received']}"
+        else:
+            outcome = str(status)
+        events = f" ({record.n_events} events)" if record.n_events else ""
+        fault = f" [fault {record.fault}]" if record.fault and status is not None else ""
+        self.log(f"{record.method} {record.path}{events} -> {outcome}{fault}")
 
     def _error(
         self,
@@ -384,7 +361,7 @@ class GraphStandin:
         user_message: str | None = None,
     ) -> tuple[int, Any, dict[str, str]]:
         record.error_code, record.error_subcode = code, subcode
-        body = _error_body(code, subcode, message, error_type, title=title, user_message=user_message)
+        body = error_body(code, subcode, message, error_type, title=title, user_message=user_message)
         extra = {"WWW-Authenticate": 'OAuth "Facebook Platform" "invalid_token"'} if code == 190 else {}
         return status, body, extra
 
@@ -400,31 +377,6 @@ class GraphStandin:
         handler.wfile.write(content)
 
 
-def _error_body(
-    code: int,
-    subcode: int | None,
-    message: str,
-    error_type: str,
-    *,
-    transient: bool = False,
-    title: str | None = None,
-    user_message: str | None = None,
-) -> dict[str, Any]:
-    error: dict[str, Any] = {"message": message, "type": error_type, "code": code, "fbtrace_id": _trace()}
-    if subcode is not None:
-        error["error_subcode"] = subcode
-    error["is_transient"] = transient
-    if title:
-        error["error_user_title"] = title
-    if user_message:
-        error["error_user_msg"] = user_message
-    return {"error": error}
-
-
-def _trace() -> str:
-    return "A" + uuid.uuid4().hex[:22]
-
-
 def _reset(handler: _Handler) -> None:
     """Close with RST, so the client sees the connection die without an answer."""
     handler.close_connection = True
@@ -435,52 +387,10 @@ def _reset(handler: _Handler) -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Local stand-in for Meta's Graph API (Conversions API).")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
-    parser.add_argument("--token", default="test-token")
-    parser.add_argument("--dataset", action="append", default=None, help="known dataset id (repeatable)")
-    parser.add_argument("--app-secret", default=None)
-    parser.add_argument(
-        "--fault", action="append", default=[], metavar="N:KIND",
-        help=f"inject KIND ({', '.join(FAULT_KINDS)}) on the N-th events POST (repeatable)",
-    )
-    parser.add_argument("--poison", action="append", default=[], help="event id that makes a batch refused")
-    parser.add_argument("--counts", default=None, help="on exit (SIGTERM/Ctrl-C), write received counts here")
-    args = parser.parse_args(argv)
-    standin = GraphStandin(
-        token=args.token,
-        datasets=args.dataset or ["1234567890"],
-        app_secret=args.app_secret,
-        latency=args.latency,
-        port=args.port,
-    )
-    for spec in args.fault:
-        number, _, kind = spec.partition(":")
-        standin.inject(Fault(kind, delay=60.0), int(number))
-    standin.poison.update(args.poison)
-    import signal
-
-    def _terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    print(standin.url, flush=True)
-    try:
-        standin._server.serve_forever(poll_interval=0.05)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        standin._server.server_close()
-        if args.counts:
-            with open(args.counts, "w", encoding="utf-8") as out:
-                json.dump(
-                    {"posts": standin.posts, "received": [[k[0], k[1], n] for k, n in standin.received.items()]},
-                    out,
-                )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def add_fails(standin: GraphStandin, specs: Iterable[str]) -> None:
+    for spec in specs:
+        fault, number = parse_fail(spec)
+        if number is None:
+            standin.inject(fault, lambda record: True)
+        else:
+            standin.inject(fault, number)
