@@ -14,7 +14,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
 DOCS = [
     json.loads((FIXTURES / name).read_text())
     for name in (
-        "instagram/igme_link.json",
+        "instagram/message_referral.json",
         "whatsapp/cloud_two_entries.json",
         "messenger/message_referral.json",
         "whatsapp/bsuid_username.json",
