@@ -88,13 +88,14 @@ def _run(
 def _records(
     delivery: Delivery, options: _Options, stats: ExtractStats, seen: dict[bytes, int], file_time: str
 ) -> Iterator[Referral]:
-    # A referral with neither a user id nor a click id (sender `NaN`, `{}`, a list) can never be
-    # joined to an event: it is a broken delivery, not a record to store.
-    records = [r for r in referrals_of(delivery, options.channel, stats) if _identifies(r)]
-    if not options.all_referrals:
+    records = referrals_of(delivery, options.channel, stats)
+    if records:
         ads = [r for r in records if r.is_ad]
         stats.non_ad += len(records) - len(ads)
-        records = ads
+        # An ad referral with neither a user id nor a click id (sender `NaN`, `{}`, a list) can
+        # never be joined to an event: a broken delivery, not a record. Non-ads are only listed.
+        ads = [r for r in ads if _identifies(r)]
+        records = [r for r in records if not r.is_ad or _identifies(r)] if options.all_referrals else ads
     if not records:
         stats.skipped += 1
         return

@@ -117,6 +117,12 @@ def _walk(
         # A provider re-shaped Meta's payload: its raw body is not what Meta signed.
         yield inner, None, None, wrappers
         return
+    named = [v for v in value.values() if isinstance(v, dict) and shapes.shape_of(v) is not None]
+    if len(named) >= 2:
+        # A file of named example payloads (`{"text": {...}, "image": {...}}`): each is a delivery.
+        for payload in named:
+            yield payload, None, None, wrappers
+        return
     signature = _signature_header(value) or signature
     base64_body = value.get("isBase64Encoded") is True
     for key in BODY_KEYS:
