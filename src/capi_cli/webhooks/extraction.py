@@ -79,23 +79,30 @@ def _run(
                     yield delivery
                     continue
                 stats.deliveries += 1
-                yield from _records(delivery, options, stats, seen, file_time)
+                records = referrals_of(delivery, options.channel, stats)
+                if records:
+                    yield from _records(records, delivery, options, stats, seen, file_time)
+                else:
+                    stats.skipped += 1
             if not found_any:
                 stats.unrecognised += 1
                 yield Unrecognised(doc.source, doc.line, _top_level_keys(doc.value))
 
 
 def _records(
-    delivery: Delivery, options: _Options, stats: ExtractStats, seen: dict[bytes, int], file_time: str
+    records: list[Referral],
+    delivery: Delivery,
+    options: _Options,
+    stats: ExtractStats,
+    seen: dict[bytes, int],
+    file_time: str,
 ) -> Iterator[Referral]:
-    records = referrals_of(delivery, options.channel, stats)
-    if records:
-        ads = [r for r in records if r.is_ad]
-        stats.non_ad += len(records) - len(ads)
-        # An ad referral with neither a user id nor a click id (sender `NaN`, `{}`, a list) can
-        # never be joined to an event: a broken delivery, not a record. Non-ads are only listed.
-        ads = [r for r in ads if _identifies(r)]
-        records = [r for r in records if not r.is_ad or _identifies(r)] if options.all_referrals else ads
+    ads = [r for r in records if r.is_ad]
+    stats.non_ad += len(records) - len(ads)
+    # An ad referral with neither a user id nor a click id (sender `NaN`, `{}`, a list) can never
+    # be joined to an event: a broken delivery, not a record. Non-ads are only listed.
+    ads = [r for r in ads if _identifies(r)]
+    records = [r for r in records if not r.is_ad or _identifies(r)] if options.all_referrals else ads
     if not records:
         stats.skipped += 1
         return

@@ -42,7 +42,6 @@ def extract(
         channel = MESSENGER
     found: list[Referral] = []
     events = 0
-    entry_times = _entry_times(payload)
     for account_id, item in _items(payload):
         message = as_dict(item.get("message"))
         if message.get("is_echo") is True:
@@ -72,7 +71,7 @@ def extract(
                 user_id=text(sender.get("id")),
                 business_id=account_id or text(as_dict(item.get("recipient")).get("id")),
                 message_id=message_id,
-                timestamp=iso_timestamp(item.get("timestamp")) or entry_times.get(account_id),
+                timestamp=iso_timestamp(item.get("timestamp")) or _entry_time(payload, account_id),
                 kind=kind,
                 origin=origin,
                 is_ad=is_ad,
@@ -135,13 +134,13 @@ def _items(payload: dict[str, Any]) -> Iterator[tuple[str | None, dict[str, Any]
         yield None, payload
 
 
-def _entry_times(payload: dict[str, Any]) -> dict[str | None, str | None]:
-    """Each entry's `time` (ms): the delivery's time for an item that carries none."""
-    times: dict[str | None, str | None] = {}
+def _entry_time(payload: dict[str, Any], account_id: str | None) -> str | None:
+    """The `time` (ms) of the item's entry: the delivery's time for an item that carries none."""
     for entry in dicts(payload.get("entry")):
         entry_id = text(entry.get("id"))
-        times.setdefault(entry_id if entry_id != "0" else None, iso_timestamp(entry.get("time")))
-    return times
+        if (entry_id if entry_id != "0" else None) == account_id:
+            return iso_timestamp(entry.get("time"))
+    return None
 
 
 def _referral_of(

@@ -141,9 +141,9 @@ def is_messaging_item(d: dict[str, Any]) -> bool:
 
 
 def is_twilio(d: dict[str, Any]) -> bool:
-    if any(k in d for k in _TWILIO_KEYS) and ("From" in d or "WaId" in d):
-        return True
-    return any(k in d for k in _TWILIO_EVENT_KEYS) and ("from" in d or "waId" in d)
+    if "From" in d or "WaId" in d:
+        return any(k in d for k in _TWILIO_KEYS)
+    return ("from" in d or "waId" in d) and any(k in d for k in _TWILIO_EVENT_KEYS)
 
 
 def shape_of(d: dict[str, Any]) -> str | None:

@@ -19,7 +19,9 @@ _REFERRAL_FIELDS = ("ReferralCtwaClid", "ReferralSourceId", "ReferralSourceUrl",
 
 def extract(payload: dict[str, Any], origin: str) -> tuple[list[Referral], int]:
     """The referral of one inbound message (at most one), and the message count (one)."""
-    fields = {k[:1].upper() + k[1:]: _first(v) for k, v in payload.items() if isinstance(k, str)}
+    if "messageSid" in payload or "accountSid" in payload:  # Event Streams: camelCase names
+        payload = {k[:1].upper() + k[1:]: v for k, v in payload.items()}
+    fields = {k: _first(v) for k, v in payload.items()}
     if not any(fields.get(k) for k in _REFERRAL_FIELDS):
         return [], 1
     wa_id = digits(fields.get("WaId")) or digits(fields.get("From"))

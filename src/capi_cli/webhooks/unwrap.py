@@ -117,9 +117,11 @@ def _walk(
         # A provider re-shaped Meta's payload: its raw body is not what Meta signed.
         yield inner, None, None, wrappers
         return
-    named = [v for v in value.values() if isinstance(v, dict) and shapes.shape_of(v) is not None]
+    named = [v for v in value.values() if type(v) is dict and "object" in v] if len(value) > 1 else ()
+    named = [v for v in named if shapes.shape_of(v)]
     if len(named) >= 2:
-        # A file of named example payloads (`{"text": {...}, "image": {...}}`): each is a delivery.
+        # A file of named example payloads (`{"text": {...}, "image": {...}}`, full envelopes with
+        # `object`): each is a delivery.
         for payload in named:
             yield payload, None, None, wrappers
         return
