@@ -172,3 +172,23 @@ def test_channel_undecided_is_a_warning_naming_channel(runner: CliRunner, tmp_pa
 def test_items_are_referrals_unreadables_or_unrecognised() -> None:
     _, _, others = found(*PAYLOADS)
     assert all(isinstance(o, Unreadable | Unrecognised) for o in others)
+
+
+FORM = (REAL / "twilio_form_no_time.txt").read_text().strip()
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "expected"),
+    [
+        ({"received_at": "2026-01-07T08:00:00+03:00", "raw_body": FORM}, "2026-01-07T05:00:00Z"),  # request log
+        ({"uuid": "8d4a", "content": FORM, "created_at": "2026-01-08 00:00:01"}, "2026-01-08T00:00:01Z"),  # webhook.site
+        ({"requestContext": {"timeEpoch": 1767830400123}, "body": FORM}, "2026-01-08T00:00:00Z"),  # API GW HTTP API
+        ({"headers": {"date": ["Thu, 08 Jan 2026 00:00:00 GMT"]}, "body": FORM}, "2026-01-08T00:00:00Z"),
+        ({"data": [{"content": FORM, "created_at": "2026-01-09 10:00:00"}]}, "2026-01-09T10:00:00Z"),  # innermost wins
+    ],
+)
+def test_the_best_time_the_dump_holds(tmp_path: Path, wrapper: dict, expected: str) -> None:
+    path = tmp_path / "dump.json"
+    path.write_text(json.dumps(wrapper))
+    (record,), stats, _ = found(path)
+    assert (record.timestamp, record.timestamp_estimated, stats.estimated) == (expected, False, 0)
