@@ -192,3 +192,24 @@ def test_the_best_time_the_dump_holds(tmp_path: Path, wrapper: dict, expected: s
     path.write_text(json.dumps(wrapper))
     (record,), stats, _ = found(path)
     assert (record.timestamp, record.timestamp_estimated, stats.estimated) == (expected, False, 0)
+
+
+def test_whatsapp_referral_without_ad_source_or_click_id_is_no_ad(tmp_path: Path) -> None:
+    doc = json.loads((REAL / "meta_wa_ctwa_ad.json").read_text())
+    referral = doc["entry"][0]["changes"][0]["value"]["messages"][0]["referral"]
+    for key in ("source_type", "ctwa_clid"):
+        del referral[key]
+    (tmp_path / "d.json").write_text(json.dumps(doc))
+    records, stats, _ = found(tmp_path / "d.json")
+    assert records == [] and stats.non_ad == 1
+    (listed,), _, _ = found(tmp_path / "d.json", all_referrals=True)
+    assert (listed.ad_id, listed.source_type) == (None, "unknown")
+
+
+def test_messenger_ads_context_without_ad_id_is_an_ad(tmp_path: Path) -> None:
+    doc = json.loads((REAL / "meta_messenger_ad_referral.json").read_text())
+    referral = doc["entry"][0]["messaging"][0]["referral"]
+    del referral["ad_id"], referral["source"]
+    (tmp_path / "d.json").write_text(json.dumps(doc))
+    (record,), stats, _ = found(tmp_path / "d.json")
+    assert record.user_id == "6123456789012345" and stats.non_ad == 0

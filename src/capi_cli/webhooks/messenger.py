@@ -58,7 +58,8 @@ def extract(
         sender = as_dict(item.get("sender"))
         ad_id = text(referral.get("ad_id"))
         source = text(referral.get("source"))
-        is_ad = ad_id is not None or (source is not None and source.upper() in AD_SOURCES)
+        # `ads_context_data` is sent only for a referral from an ad, even when `ad_id` is missing.
+        is_ad = ad_id is not None or (source or "").upper() in AD_SOURCES or bool(context)
         found.append(
             Referral(
                 channel=channel,

@@ -85,11 +85,12 @@ def _from_message(
     # An empty click id (seen on some deliveries) means none.
     clid = text(referral.get("ctwa_clid"))
     kind_of_source = (source_type or "").lower()
+    is_ad = bool(clid) or kind_of_source in AD_SOURCE_TYPES
     return Referral(
         channel=CHANNEL,
         ctwa_clid=clid,
         ad_id=source_id if kind_of_source == "ad" else None,
-        source_type=source_type,
+        source_type=source_type or (None if is_ad else "unknown"),
         source_url=text(referral.get("source_url")),
         headline=text(referral.get("headline")),
         body=text(referral.get("body")),
@@ -107,7 +108,7 @@ def _from_message(
         origin=origin,
         # Meta sends a referral only for a click-to-WhatsApp ad: `source_type` ad, or post (a
         # boosted post run as an ad); a click id says so too. Anything else is no ad.
-        is_ad=bool(clid) or kind_of_source in AD_SOURCE_TYPES,
+        is_ad=is_ad,
     )
 
 
