@@ -196,7 +196,8 @@ def main() -> int:
     if result.returncode != 0:
         print(result.stderr, file=sys.stderr)
         return result.returncode
-    print(result.stderr.strip().splitlines()[-1])
+    # The summary line (warnings may follow it: Twilio posts carry no time, for one).
+    print(next((line for line in result.stderr.splitlines() if line.startswith("files ")), result.stderr.strip()))
     print(
         f"{size_mb:.0f} MB NDJSON, {deliveries} deliveries in {elapsed:.1f} s: "
         f"{deliveries / elapsed:,.0f} deliveries/s, {size_mb / elapsed:.1f} MB/s, peak RSS {peak_mb:.0f} MB"

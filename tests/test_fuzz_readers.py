@@ -24,7 +24,7 @@ from capi_cli.config import Settings
 from capi_cli.errors import CapiError
 from capi_cli.events.pipeline import BuildOptions, BuiltEvent, Problem, iter_events
 from capi_cli.events.readers import Malformed, read_records
-from capi_cli.webhooks import REFERRAL_KEYS, ExtractStats, Referral, Unreadable, extract
+from capi_cli.webhooks import REFERRAL_KEYS, ExtractStats, Referral, Unreadable, Unrecognised, extract
 
 LONG = os.environ.get("CAPI_FUZZ") == "long"
 SCALE = 50 if LONG else 1
@@ -196,14 +196,14 @@ def test_yaml_reader_takes_hostile_values(workdir: Path, records: list[Any], mut
 # -- webhook reader and extractor ------------------------------------------------------------------
 
 
-def _extract(data: bytes, app_secret: str | None = None) -> list[Referral | Unreadable]:
+def _extract(data: bytes, app_secret: str | None = None) -> list[Referral | Unreadable | Unrecognised]:
     stats = ExtractStats()
     try:
         items = list(extract(["-"], stdin=io.BytesIO(data), app_secret=app_secret, stats=stats))
     except CapiError:
         return []
     for item in items:
-        assert isinstance(item, Referral | Unreadable)
+        assert isinstance(item, Referral | Unreadable | Unrecognised)
         if isinstance(item, Referral):
             record = item.to_dict()
             assert list(record) == list(REFERRAL_KEYS)

@@ -88,3 +88,20 @@ def test_since_is_parsed_like_every_other_since(runner) -> None:
                        env={"CAPI_TIMEZONE": "Europe/Istanbul"})
     assert ok.exit_code == 0, ok.output
 
+
+
+@pytest.mark.parametrize("written", ["0532 123 45 67", "532 123 45 67"])
+def test_lookup_reads_a_national_number_with_default_country_as_validate_does(
+    stored: CliRunner, written: str
+) -> None:
+    without = stored.invoke(app, ["referrals", "lookup", written, "--format", "json"])
+    assert json.loads(without.stdout) == [] and "no referral stored" in without.stderr
+    for env in ({"CAPI_DEFAULT_COUNTRY": "TR"}, {}):
+        if not env:  # the profile's default_country counts the same as the env variable
+            paths = json.loads(stored.invoke(app, ["config", "path", "--format", "json"]).stdout)
+            Path(paths["config_file"]).write_text("profiles:\n  default:\n    default_country: TR\n")
+        result = stored.invoke(app, ["referrals", "lookup", written, "--format", "json"], env=env)
+        assert result.exit_code == 0, result.stderr
+        assert {r["message_id"] for r in json.loads(result.stdout)} == {
+            "wamid.HBgMOTA1MzIxMjM0NTY3FQIAEhggQTFCMkMzRDRFNUY2"
+        }

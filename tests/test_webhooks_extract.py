@@ -145,7 +145,10 @@ def test_messenger_referral_inside_message() -> None:
 
 
 def test_messenger_dashboard_test_payload_with_changes() -> None:
-    (record,), _ = records("messenger/dashboard_test_changes.json")
+    # Its referral is an m.me link (SHORTLINK): no ad, so listed only with --all-referrals.
+    assert records("messenger/dashboard_test_changes.json")[0] == []
+    (record,), _ = records("messenger/dashboard_test_changes.json", all_referrals=True)
+    assert record["ad_id"] is None
     assert record["user_id"] == "12334"
     assert record["business_id"] == "23245"  # entry id "0" of test payloads is no page
     assert record["source_type"] == "SHORTLINK"
@@ -164,7 +167,9 @@ def test_instagram_message_referral_and_echo_skipped() -> None:
 
 
 def test_instagram_igme_link_referral() -> None:
-    (record,), _ = records("instagram/igme_link.json")
+    found, stats = records("instagram/igme_link.json")
+    assert not found and stats.non_ad == 1 and stats.referrals == 0
+    (record,), _ = records("instagram/igme_link.json", all_referrals=True)
     assert (record["channel"], record["kind"], record["ref"]) == ("instagram", "referral", "bio-link")
     assert record["source_type"] == "IGME-SOURCE-LINK"
 
@@ -196,7 +201,7 @@ def test_twilio_json_uses_from_without_waid_and_skips_plain_messages() -> None:
     ],
 )
 def test_wrappers(name: str, channel: str, message_id: str | None) -> None:
-    (record,), _ = records(name)
+    (record,), _ = records(name, all_referrals=True)
     assert record["channel"] == channel
     assert record["message_id"] == message_id
 
@@ -210,10 +215,12 @@ def test_request_log_with_raw_body_and_with_parsed_body() -> None:
 
 
 def test_concatenated_documents_across_and_within_lines() -> None:
-    found, stats = records("concatenated.json")
+    found, stats = records("concatenated.json", all_referrals=True)
     assert [r["channel"] for r in found] == ["messenger", "instagram", "whatsapp", "whatsapp"]
     assert [int(r["origin"].rsplit(":", 1)[1]) for r in found] == [1, 32, 57, 57]
     assert stats.unreadable == 0
+    ads, stats = records("concatenated.json")
+    assert [r["channel"] for r in ads] == ["messenger", "whatsapp", "whatsapp"] and stats.non_ad == 1
 
 
 def test_top_level_array_elements_keep_their_line() -> None:
@@ -243,7 +250,7 @@ def test_meta_retries_yield_one_record_and_broken_lines_do_not_stop_the_log() ->
 
 
 def test_channel_filter() -> None:
-    found, stats = records("concatenated.json", channel="whatsapp")
+    found, stats = records("concatenated.json", channel="whatsapp", all_referrals=True)
     assert {r["channel"] for r in found} == {"whatsapp"}
     assert stats.filtered == 2
 

@@ -69,8 +69,16 @@ def extract_referral(
     require_valid_signature: bool = typer.Option(
         False, "--require-valid-signature", help="Drop records whose X-Hub-Signature-256 is not valid."
     ),
+    all_referrals: bool = typer.Option(
+        False,
+        "--all-referrals",
+        help=(
+            "Also list referrals that are no ad (m.me / ig.me links, Shops products, chat plugin): "
+            "ad_id null, source_type says what they are. They are never stored nor joined."
+        ),
+    ),
 ) -> None:
-    from capi_cli.webhooks import REFERRAL_KEYS, ExtractStats, Unreadable, extract
+    from capi_cli.webhooks import REFERRAL_KEYS, ExtractStats, Unreadable, Unrecognised, extract
 
     app_secret = _app_secret(ctx, app_secret_env)
     stats = ExtractStats()
@@ -79,6 +87,7 @@ def extract_referral(
         app_secret=app_secret,
         channel=channel.value if channel else None,
         require_valid_signature=require_valid_signature,
+        all_referrals=all_referrals,
         stdin=getattr(sys.stdin, "buffer", None) if "-" in paths else None,
         stats=stats,
     )
@@ -94,13 +103,16 @@ def extract_referral(
                     print(str(item), file=sys.stderr)
                     shown += 1
                 continue
+            if isinstance(item, Unrecognised):
+                debug(ctx, str(item))
+                continue
             yield item
 
     sink = _Store(ledger)
     try:
         stream = open_output(output)
         try:
-            _write(sink.passing(r.to_dict() for r in referrals()), fmt, REFERRAL_KEYS, stream)
+            _write((r.to_dict() for r in sink.passing(referrals())), fmt, REFERRAL_KEYS, stream)
         finally:
             if stream is not sys.stdout:
                 stream.close()
@@ -111,6 +123,8 @@ def extract_referral(
     if stats.unreadable > shown:
         print(f"... {stats.unreadable - shown} more unreadable inputs (-v shows all)", file=sys.stderr)
     info(ctx, _summary(stats, sink))
+    for line in _warnings(stats, channel is not None):
+        info(ctx, f"warning: {line}")
     debug(ctx, f"signature check: {'on' if app_secret else 'off (no app secret)'}")
     if stats.unreadable:
         raise typer.Exit(int(ExitCode.DATA))
@@ -132,20 +146,26 @@ def _open_ledger(ctx: typer.Context) -> Ledger:
 
 
 class _Store:
-    """Stores records in the ledger in chunks while they stream to the output."""
+    """Stores ad referrals in the ledger in chunks while they stream to the output.
+
+    A repeated delivery that adds fields is stored (merged into the first copy), not output;
+    referrals that are no ad (listed by --all-referrals) are output, never stored: they must
+    not take part in the referral join.
+    """
 
     def __init__(self, ledger: Ledger | None) -> None:
         self.ledger = ledger
         self.new = self.already = 0
         self._pending: list[dict[str, Any]] = []
 
-    def passing(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def passing(self, records: Iterable[Referral]) -> Iterator[Referral]:
         for record in records:
-            if self.ledger is not None:
-                self._pending.append(record)
+            if self.ledger is not None and record.is_ad:
+                self._pending.append(record.store_record())
                 if len(self._pending) >= _STORE_CHUNK:
                     self.flush()
-            yield record
+            if not record.repeat:
+                yield record
 
     def flush(self) -> None:
         if self.ledger is not None and self._pending:
@@ -179,10 +199,36 @@ def _write_json_array(records: Iterable[dict[str, Any]], stream: Any) -> None:
 
 def _summary(stats: ExtractStats, sink: _Store) -> str:
     stored = f" (stored {sink.new} new, {sink.already} already known)" if sink.ledger is not None else ""
+    non_ad = f", non_ad {stats.non_ad}" if stats.non_ad else ""
     extra = f", duplicates {stats.duplicates}" if stats.duplicates else ""
+    if stats.merged:
+        extra += f" ({stats.merged} merged)"
     if stats.filtered:
         extra += f", filtered out {stats.filtered}"
+    if stats.unrecognised:
+        extra += f", unrecognised {stats.unrecognised}"
     return (
         f"files {stats.files}, deliveries {stats.deliveries}, messages {stats.messages}, "
-        f"referrals {stats.referrals}{stored}, skipped {stats.skipped}{extra}, unreadable {stats.unreadable}"
+        f"referrals {stats.referrals}{stored}{non_ad}, skipped {stats.skipped}{extra}, "
+        f"unreadable {stats.unreadable}"
     )
+
+
+def _warnings(stats: ExtractStats, channel_given: bool) -> list[str]:
+    found = []
+    if stats.unrecognised:
+        found.append(
+            f"{stats.unrecognised} document(s) in a shape capi does not recognise were skipped "
+            "(-v lists each one's file:line and top-level keys)"
+        )
+    if stats.channel_guessed and not channel_given:
+        found.append(
+            f"{stats.channel_guessed} referral(s) from payloads without `object` could be Messenger or "
+            "Instagram; labelled messenger: give --channel instagram if they are Instagram's"
+        )
+    if stats.estimated:
+        found.append(
+            f"{stats.estimated} referral(s) carry no time in the dump: stored with the file's "
+            "modification time, marked estimated"
+        )
+    return found

@@ -69,8 +69,30 @@ def lookup_cmd(
 
     if not user_id.strip():
         raise UsageError("USER_ID is empty: give a phone number, BSUID, PSID or IGSID")
-    with Ledger.open(settings(ctx).ledger) as ledger:
+    config = settings(ctx)
+    with Ledger.open(config.ledger) as ledger:
         records = ledger.lookup_referrals(user_id)
+        # A phone as `validate` reads it (default_country for numbers without a country code), so
+        # a lookup finds what the join finds; the input as typed is still looked up (PSID, BSUID).
+        phone = _phone_as_validate_reads_it(user_id, config.default_country)
+        if phone is not None:
+            seen = {(r["channel"], r["message_id"], r["origin"]) for r in records}
+            more = [r for r in ledger.lookup_referrals(phone) if (r["channel"], r["message_id"], r["origin"]) not in seen]
+            if more:
+                records = sorted([*records, *more], key=lambda r: r["timestamp"] or "", reverse=True)
     render(records, fmt, REFERRAL_COLUMNS, TABLE_COLUMNS)
     if not records:
         info(ctx, f"no referral stored for {user_id.strip()}")
+
+
+def _phone_as_validate_reads_it(text: str, default_country: str | None) -> str | None:
+    """`+<digits>` of a phone normalised like an events row's `phone`; None when it is no phone."""
+    from capi_cli.events.normalize import FieldError, normalize
+
+    if not any(c.isdigit() for c in text) or any(c.isalpha() for c in text):
+        return None
+    try:
+        digits = normalize("ph", text, default_country)
+    except FieldError:
+        return None
+    return "+" + digits if digits.isdigit() else None

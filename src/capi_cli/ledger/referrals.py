@@ -71,6 +71,9 @@ class ReferralStore:
     # -- referrals -------------------------------------------------------------------------------
 
     def store_referrals(self, records: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+        """Store referrals; (new, already stored). A record already stored (same channel, business
+        and message) is merged into it: a field the stored copy lacks is taken from the new one,
+        and a delivery's own time replaces an estimated one. Nothing stored is ever lost."""
         new = already = 0
         now = time.time()
         with self._tx() as conn:
@@ -80,8 +83,8 @@ class ReferralStore:
                     """
                     INSERT OR IGNORE INTO referrals (channel, user_key, message_key, ctwa_clid, ad_id,
                         source_type, source_url, ref, user_id, wa_id, bsuid, business_id,
-                        phone_number_id, message_id, ts, kind, origin, stored_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        phone_number_id, message_id, ts, kind, origin, ts_estimated, stored_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                     (*row, now),
                 )
@@ -89,6 +92,7 @@ class ReferralStore:
                     new += 1
                 else:
                     already += 1
+                    conn.execute(_MERGE, _merge_params(row))
         return new, already
 
     _SELECT_REFERRALS = (
@@ -168,6 +172,40 @@ def _user_clause(user: str) -> tuple[str, list[Any]]:
     )
 
 
+# Row columns in _referral_row's order; the merge keeps what is stored and fills in what it lacks.
+_ROW = (
+    "channel", "user_key", "message_key", "ctwa_clid", "ad_id", "source_type", "source_url", "ref",
+    "user_id", "wa_id", "bsuid", "business_id", "phone_number_id", "message_id", "ts", "kind",
+    "origin", "ts_estimated",
+)
+_FILLED = ("ctwa_clid", "ad_id", "source_type", "source_url", "ref", "user_id", "wa_id", "bsuid",
+           "business_id", "phone_number_id", "kind")
+# A delivery's own time (or a logged one) beats the file's date; SET expressions see the old row.
+_BETTER_TIME = ":ts IS NOT NULL AND (ts IS NULL OR (ts_estimated = 1 AND :ts_estimated = 0))"
+_MERGE = (
+    "UPDATE referrals SET "
+    + ", ".join(f"{c} = coalesce({c}, :{c})" for c in _FILLED)
+    + ", user_key = CASE WHEN user_key = '' THEN :user_key ELSE user_key END"
+    + f", ts = CASE WHEN {_BETTER_TIME} THEN :ts ELSE ts END"
+    + f", ts_estimated = CASE WHEN {_BETTER_TIME} THEN :ts_estimated ELSE ts_estimated END"
+    + " WHERE channel = :channel AND message_key = :message_key"
+)
+
+
+def _merge_params(row: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(_ROW, row, strict=True))
+
+
+def message_key(record: Mapping[str, Any]) -> str | None:
+    """The stored identity of a message: the business (phone number id first for WhatsApp, as a
+    bare `value` copy has no WABA id) and the message id; None when the record has no message id."""
+    message_id = record.get("message_id")
+    if not message_id:
+        return None
+    business = record.get("phone_number_id") or record.get("business_id") or ""
+    return f"{business}|{message_id}"
+
+
 def _referral_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
     channel = str(record.get("channel") or "")
     wa_id = record.get("wa_id")
@@ -182,19 +220,15 @@ def _referral_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
     user_key = str(wa_id or user_id or record.get("bsuid") or "")
     ts = parse_iso_z(record.get("timestamp"))
     message_id = record.get("message_id")
-    # Same conversation event stored twice must change nothing: key by message id, else by content.
-    message_key = (
-        str(message_id)
-        if message_id
-        else "|".join(
-            str(v or "")
-            for v in (user_id, *(record.get(k) for k in ("ctwa_clid", "ad_id", "ref", "timestamp", "kind")))
-        )
+    # Same conversation event stored twice must add nothing: key by business + message id, else by content.
+    key = message_key(record) or "|".join(
+        str(v or "")
+        for v in (user_id, *(record.get(k) for k in ("ctwa_clid", "ad_id", "ref", "timestamp", "kind")))
     )
     return (
         channel,
         user_key,
-        message_key,
+        key,
         record.get("ctwa_clid") or None,
         record.get("ad_id"),
         record.get("source_type"),
@@ -209,4 +243,5 @@ def _referral_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
         ts,
         record.get("kind"),
         record.get("origin"),
+        1 if record.get("timestamp_estimated") and ts is not None else 0,
     )

@@ -87,6 +87,14 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # Every referral has a time; `ts_estimated` = 1 when it is the dump file's date, not the
+    # delivery's. A message is the same message only within one business: key it by the phone
+    # number id (WhatsApp) or the business id, then the message id (ledger_referrals.message_key).
+    """
+    ALTER TABLE referrals ADD COLUMN ts_estimated INTEGER NOT NULL DEFAULT 0;
+    UPDATE referrals SET message_key = coalesce(phone_number_id, business_id, '') || '|' || message_id
+        WHERE message_id IS NOT NULL AND message_id != '';
+    """,
 ]
 
 REFERRAL_COLUMNS = (

@@ -7,6 +7,6 @@ for item in extract(["dumps/"], app_secret=None, channel=None, stats=stats):
 """
 
 from capi_cli.webhooks.extraction import CHANNELS, extract
-from capi_cli.webhooks.model import REFERRAL_KEYS, ExtractStats, Referral, Unreadable
+from capi_cli.webhooks.model import REFERRAL_KEYS, ExtractStats, Referral, Unreadable, Unrecognised
 
-__all__ = ["CHANNELS", "REFERRAL_KEYS", "ExtractStats", "Referral", "Unreadable", "extract"]
+__all__ = ["CHANNELS", "REFERRAL_KEYS", "ExtractStats", "Referral", "Unreadable", "Unrecognised", "extract"]

@@ -6,7 +6,9 @@ number instead of a string, or a list instead of an object; readers here never r
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 # `object` values of Meta's webhook envelopes (Meta webhooks reference).
@@ -25,6 +27,8 @@ _WHATSAPP_VALUE_KEYS = (
 )
 # Twilio's inbound-message form fields (Twilio Messaging webhook reference).
 _TWILIO_KEYS = ("MessageSid", "SmsMessageSid", "SmsSid", "AccountSid", "WaId")
+# Twilio Event Streams (`com.twilio.messaging.inbound-message.received`) spell them in camelCase.
+_TWILIO_EVENT_KEYS = ("messageSid", "accountSid")
 
 _MAX_UNIX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 _MS_THRESHOLD = 100_000_000_000  # above this a Unix time is in milliseconds (year 5138 in seconds)
@@ -88,6 +92,35 @@ def iso_timestamp(value: Any) -> str | None:
     return datetime.fromtimestamp(number, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# ISO 8601 as loggers write it: `2026-01-05T10:00:00Z`, `...00.123+03:00`, `2026-01-05 10:00:00`.
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?", re.IGNORECASE)
+# API Gateway's `requestContext.requestTime` (REST APIs): `09/Apr/2015:12:34:56 +0000`.
+_CLF = "%d/%b/%Y:%H:%M:%S %z"
+
+
+def logged_time(value: Any) -> str | None:
+    """ISO 8601 UTC with Z from a time a logger wrote: Unix seconds or ms, ISO 8601 (naive is UTC),
+    an HTTP `Date` header (RFC 7231), API Gateway's request time. None when it is none of these."""
+    found = iso_timestamp(value)
+    if found or not isinstance(value, str):
+        return found
+    raw = value.strip()
+    try:
+        if _ISO.fullmatch(raw):
+            parsed = datetime.fromisoformat(raw.replace("z", "Z").replace("Z", "+00:00"))
+        elif "/" in raw:
+            parsed = datetime.strptime(raw, _CLF)
+        else:
+            parsed = parsedate_to_datetime(raw)
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    if not 1 <= parsed.year <= 9999:
+        return None
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def is_whatsapp_value(d: dict[str, Any]) -> bool:
     """A change value, or the legacy On-Premises body (top-level `contacts`/`messages`)."""
     if d.get("messaging_product") == "whatsapp" or "phone_number_id" in as_dict(d.get("metadata")):
@@ -108,12 +141,15 @@ def is_messaging_item(d: dict[str, Any]) -> bool:
 
 
 def is_twilio(d: dict[str, Any]) -> bool:
-    return any(k in d for k in _TWILIO_KEYS) and ("From" in d or "WaId" in d)
+    if "From" in d or "WaId" in d:
+        return any(k in d for k in _TWILIO_KEYS)
+    return ("from" in d or "waId" in d) and any(k in d for k in _TWILIO_EVENT_KEYS)
 
 
 def shape_of(d: dict[str, Any]) -> str | None:
     """`whatsapp`, `messenger`, `instagram`, `page_or_ig` (Messenger-like without `object`),
-    `twilio`, or None when the object is not a webhook payload (maybe a wrapper)."""
+    `twilio`, `meta_other` (a Meta webhook of another product: no referral), or None when the
+    object is not a webhook payload (maybe a wrapper)."""
     obj = d.get("object")
     if obj == WHATSAPP_OBJECT:
         return "whatsapp"
@@ -122,6 +158,8 @@ def shape_of(d: dict[str, Any]) -> str | None:
     if obj == INSTAGRAM_OBJECT:
         return "instagram"
     entries = dicts(d.get("entry"))
+    if isinstance(obj, str) and entries:
+        return "meta_other"  # `user`, `permissions`, `application`...: Meta's other webhooks
     if entries:
         for entry in entries:
             if "messaging" in entry or "standby" in entry:

@@ -14,6 +14,8 @@ from capi_cli.webhooks.model import Referral
 from capi_cli.webhooks.shapes import as_dict, dicts, digits, is_whatsapp_value, iso_timestamp, text
 
 CHANNEL = "whatsapp"
+# `messages[].referral.source_type` values of ads (WhatsApp Cloud API webhooks reference, messages object).
+AD_SOURCE_TYPES = frozenset({"ad", "post"})
 
 
 def extract(payload: dict[str, Any], origin: str) -> tuple[list[Referral], int]:
@@ -80,12 +82,15 @@ def _from_message(
     bsuid = text(message.get("from_user_id")) or text(contact.get("user_id"))
     source_type = text(referral.get("source_type"))
     source_id = text(referral.get("source_id"))
+    # An empty click id (seen on some deliveries) means none.
+    clid = text(referral.get("ctwa_clid"))
+    kind_of_source = (source_type or "").lower()
+    is_ad = bool(clid) or kind_of_source in AD_SOURCE_TYPES
     return Referral(
         channel=CHANNEL,
-        # An empty click id (seen on some deliveries) means none.
-        ctwa_clid=text(referral.get("ctwa_clid")),
-        ad_id=source_id if source_type is not None and source_type.lower() == "ad" else None,
-        source_type=source_type,
+        ctwa_clid=clid,
+        ad_id=source_id if kind_of_source == "ad" else None,
+        source_type=source_type or (None if is_ad else "unknown"),
         source_url=text(referral.get("source_url")),
         headline=text(referral.get("headline")),
         body=text(referral.get("body")),
@@ -101,6 +106,9 @@ def _from_message(
         timestamp=iso_timestamp(message.get("timestamp")),
         kind="message",
         origin=origin,
+        # Meta sends a referral only for a click-to-WhatsApp ad: `source_type` ad, or post (a
+        # boosted post run as an ad); a click id says so too. Anything else is no ad.
+        is_ad=is_ad,
     )
 
 
