@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-from capi_cli.ledger.schema import MIGRATIONS, split_sql
 from typer.testing import CliRunner
 
 from capi_cli.cli.app import app
 from capi_cli.ledger import Ledger
+from capi_cli.ledger.schema import MIGRATIONS, split_sql
 
 REAL = Path(__file__).parent / "fixtures" / "real_webhooks"
 WABA = "104123456789012"
