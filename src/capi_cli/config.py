@@ -34,6 +34,7 @@ ENV_VARS: dict[str, str] = {
     "default_country": "CAPI_DEFAULT_COUNTRY",
     "currency": "CAPI_CURRENCY",
     "timezone": "CAPI_TIMEZONE",
+    "locale": "CAPI_LOCALE",
     "partner_agent": "CAPI_PARTNER_AGENT",
     "app_secret": "CAPI_APP_SECRET",
 }
@@ -65,6 +66,7 @@ RESOLVED_SETTINGS = (
     "default_country",
     "currency",
     "timezone",
+    "locale",
     "partner_agent",
     "batch_size",
     "concurrency",
@@ -72,6 +74,7 @@ RESOLVED_SETTINGS = (
     "max_retries",
     "attribution_window_days",
     "ig_account_field",
+    "locale",
 )
 
 SECRET_SETTINGS = frozenset({"access_token", "app_secret"})
@@ -95,6 +98,7 @@ def _profile_model() -> Any:
         default_country: str | None = None
         currency: str | None = None
         timezone: str | None = None
+        locale: str | None = None
         batch_size: int | None = Field(default=None, ge=1, le=MAX_BATCH_SIZE)
         concurrency: int | None = Field(default=None, ge=1, le=64)
         timeout: float | None = Field(default=None, gt=0, le=600)
@@ -151,6 +155,7 @@ class Settings:
     default_country: str | None = None
     currency: str | None = None
     timezone: str = "UTC"
+    locale: str | None = None  # of amounts and dates in inputs (inputs.locales)
     partner_agent: str | None = None
     app_secret: str | None = field(default=None, repr=False)
     batch_size: int = 1000
@@ -370,6 +375,10 @@ def check_value(key: str, value: Any) -> Any:
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown timezone {text!r} (use an IANA name like Asia/Kolkata)") from None
         return text
+    if key == "locale":
+        from capi_cli.inputs.locales import check_locale
+
+        return check_locale(text)
     if key == "channel":
         text = text.lower()
         if text not in {"whatsapp", "messenger", "instagram"}:
