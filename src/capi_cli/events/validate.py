@@ -32,10 +32,12 @@ CODES: dict[str, str] = {
     "malformed_record": "fix the row so that it can be read",
     "dropped_field": "the event is sent without this field; fix the value to send it (--strict-fields refuses)",
     "unattributed": "no click id and no stored referral: not from an ad, so not sent (--require-attribution refuses)",
+    "conflicting_value": "rows of one group disagree on a field; the first row's value is sent",
     "unused_map_key": "a --map or preset key names no column of the input; check its spelling",
 }
-WARNING_CODES = frozenset({"unknown_column", "dropped_field", "unattributed", "unused_map_key"})
+WARNING_CODES = frozenset({"unknown_column", "dropped_field", "unattributed", "unused_map_key", "conflicting_value"})
 DROPPED_FIELD = "dropped_field"
+CONFLICTING_VALUE = "conflicting_value"  # rows of one --group-by group disagree: the first is kept
 UNATTRIBUTED = "unattributed"
 # The customer fields an event can do without (SPEC §4 "Optional customer fields"): a bad value
 # costs the field, not the conversion; Meta matches on the click id.
@@ -62,6 +64,8 @@ def triage(
             else:
                 unattributed = (key, code, "no ctwa_clid and no stored referral for this customer: "
                                            "not from an ad, not sent")
+        elif code == CONFLICTING_VALUE:
+            soft.append((key, code, message))
         elif key in OPTIONAL_FIELDS and not strict_fields:
             soft.append((key, DROPPED_FIELD, f"{key} left out of the event: {message}"))
         else:

@@ -90,6 +90,8 @@ class Grouper:
                 if kept is None:
                     kept = value
                     merged[name] = row[name]
+                elif layout.keys.get(name) is None:
+                    break  # an ignored or unknown column: nothing of it is sent, so no conflict
                 elif value != kept:
                     notes.append((layout.keys.get(name) or name, CONFLICT,
                                   f"order {group_value}: {name} is {kept!r} on line {first_line} and {value!r} "
