@@ -15,7 +15,7 @@ from typing import Any
 # Digits of other scripts people type in phones, amounts and dates: Arabic-Indic, Persian
 # (Extended Arabic-Indic), Devanagari, Bengali and full-width forms, to ASCII.
 _DIGIT_BLOCKS = (0x0660, 0x06F0, 0x0966, 0x09E6, 0xFF10)
-DIGITS = str.maketrans({chr(block + n): str(n) for block in _DIGIT_BLOCKS for n in range(10)})
+DIGITS = str.maketrans({**{chr(block + n): str(n) for block in _DIGIT_BLOCKS for n in range(10)}, "\uff0b": "+"})
 
 # Currency spellings that CLDR does not give as a symbol but shops write (Turkish lira "TL",
 # Indian rupee "Rs"/"Rs.").
