@@ -275,3 +275,46 @@ def _map(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "map.yaml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_a_single_line_item_row_without_group_by(runner, tmp_path, capi_home) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text("event_name,ctwa_clid,sku,qty,unit_price,value,currency\nAddToCart,ARAkClid1,SKU-9,2,4.5,9,USD\n",
+                    encoding="utf-8")
+    out = tmp_path / "out.ndjson"
+    result = capi(runner, capi_home, "send", "--file", str(path), "--dry-run", "-o", str(out), "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["custom_data"]["contents"] == [{"id": "SKU-9", "quantity": 2, "item_price": 4.5}]
+
+
+def test_workers_build_locale_runs_identically(tmp_path) -> None:
+    """--locale is read record by record wherever the record is built: worker processes agree."""
+    import os
+    import subprocess
+    import sys
+
+    when = int(time.time()) - 3600
+    lines = ["event_name,event_time,order_id,ctwa_clid,waba_id,value,db,gender"]
+    lines += [f'Purchase,{when},P-{i},ARAkClid{i},{WABA},"{_brl(i)}",05/06/1990,{"feminino" if i % 3 else "x"}'
+              for i in range(3000)]
+    path = tmp_path / "big.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    outputs = []
+    for workers in ("0", "2"):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAPI_")}
+        env.update(CAPI_HOME=str(tmp_path / "home"), CAPI_WORKERS=workers, CAPI_LOCALE="pt_BR")
+        done = subprocess.run([sys.executable, "-m", "capi_cli", "validate", str(path), "--json"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        outputs.append(json.loads(done.stdout))
+        sent = subprocess.run([sys.executable, "-m", "capi_cli", "send", "--file", str(path), "--dry-run", "-o", "-",
+                               "--no-progress", "-q"], env=env, capture_output=True, text=True, timeout=120)
+        outputs.append(sent.stdout)
+    assert outputs[0] == outputs[2] and outputs[1] == outputs[3]
+    assert outputs[0]["valid"] == 3000 and {p["code"] for p in outputs[0]["problems"]} == {"dropped_field"}
+    assert '"value":1001.01,' in outputs[1] and '"value":999.99,' in outputs[1]
+
+
+def _brl(amount: int) -> str:
+    """R$ 999,99 / R$ 1.001,01: how a Brazilian sheet writes amounts."""
+    whole = f"{amount // 1000}.{amount % 1000:03d}" if amount >= 1000 else str(amount)
+    return f"R$ {whole},{amount % 100:02d}"
