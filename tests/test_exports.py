@@ -318,3 +318,49 @@ def _brl(amount: int) -> str:
     """R$ 999,99 / R$ 1.001,01: how a Brazilian sheet writes amounts."""
     whole = f"{amount // 1000}.{amount % 1000:03d}" if amount >= 1000 else str(amount)
     return f"R$ {whole},{amount % 100:02d}"
+
+
+# -- field names: capi fields, suggestions, map warnings --------------------------------------------
+
+
+def test_capi_fields_json_lists_every_canonical_field(runner, capi_home) -> None:
+    from capi_cli.events.fields import CANONICAL_KEYS
+
+    result = runner.invoke(app, ["fields", "--format", "json"])
+    assert result.exit_code == 0
+    entries = {e["name"]: e for e in json.loads(result.stdout)}
+    assert list(entries) == list(CANONICAL_KEYS)
+    assert set(next(iter(entries.values()))) == {"name", "aliases", "required_for", "hashed", "rule", "example"}
+    assert {"email"} <= set(entries["em"]["aliases"]) and entries["em"]["hashed"] is True
+    assert entries["ctwa_clid"]["required_for"] == ["whatsapp"] and entries["ctwa_clid"]["hashed"] is False
+    assert {"name", "customer_name"} <= set(entries["full_name"]["aliases"])
+    table = runner.invoke(app, ["fields"])
+    assert table.exit_code == 0 and "whatsapp_business_account_id" in table.stdout
+
+
+def test_capi_fields_shows_a_presets_mapping(runner, capi_home) -> None:
+    result = runner.invoke(app, ["fields", "--preset", "shopify", "--json"])
+    document = json.loads(result.stdout)
+    assert document["columns"]["Lineitem sku"] == "item_id" and document["group_by"] == "Name"
+    assert document["where"] == ["Financial Status=paid", "Cancelled at="] and "Shopify" in document["source"]
+    assert "Lineitem quantity" in runner.invoke(app, ["fields", "--preset", "shopify"]).stdout
+
+
+def test_unknown_column_suggestion_unused_map_key_and_null(runner, tmp_path, capi_home) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text("event_name,ctwa_clid,waba_id,emial,Internal Note,Order Total\n"
+                    f"LeadSubmitted,ARAkClid1,{WABA},a@example.com,vip,10\n", encoding="utf-8")
+    mapping = _map(tmp_path, "Order Totl: value\nInternal Note: null\n")
+    result = capi(runner, capi_home, "validate", str(path), "--map", str(mapping), "--json")
+    problems = {(p["field"], p["code"]): p["message"] for p in json.loads(result.stdout)["problems"]}
+    assert "did you mean 'email'" in problems[("emial", "unknown_column")]
+    assert "did you mean 'Order Total'" in problems[("Order Totl", "unused_map_key")]
+    assert ("Internal Note", "unknown_column") not in problems  # null: ignored on purpose
+    assert result.exit_code == 0
+
+
+def test_map_to_an_unknown_field_suggests_one(runner, tmp_path, capi_home) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text("a\n1\n", encoding="utf-8")
+    result = capi(runner, capi_home, "validate", str(path), "--map", str(_map(tmp_path, "a: emal\n")))
+    assert result.exit_code == 2 and "did you mean 'email'" in result.stderr
