@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from capi_cli.events.build import EventBuilder, Head, ReferralStore
-from capi_cli.events.fields import FieldMapper, parse_sets
+from capi_cli.events.fields import FieldMapper
 from capi_cli.events.jsontext import payload_json
 from capi_cli.events.keyset import KeySet
 from capi_cli.events.readers import Malformed, read_records, source_name

@@ -52,7 +52,12 @@ class AmountReader:
 
     def __init__(self, locale: str) -> None:
         from babel import Locale
-        from babel.numbers import get_decimal_symbol, get_group_symbol, get_territory_currencies, list_currencies
+        from babel.numbers import (
+            get_decimal_symbol,
+            get_group_symbol,
+            get_territory_currencies,
+            list_currencies,
+        )
 
         loc = Locale.parse(locale)
         self.locale = str(loc)

@@ -17,7 +17,7 @@ class InputSetup:
         reshape = options.reshape
         self.locale: str | None = getattr(settings, "locale", None)
         self.date_format: str | None = None
-        self._map_columns: dict[str, str | None] = {}
+        self._map_columns: dict[str, str] = {}  # lowercased --map key -> as written
         self.where: list[str] = []
         self.group_by: str | None = None
         if reshape is None and not options.map_file:
