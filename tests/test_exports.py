@@ -364,3 +364,17 @@ def test_map_to_an_unknown_field_suggests_one(runner, tmp_path, capi_home) -> No
     path.write_text("a\n1\n", encoding="utf-8")
     result = capi(runner, capi_home, "validate", str(path), "--map", str(_map(tmp_path, "a: emal\n")))
     assert result.exit_code == 2 and "did you mean 'email'" in result.stderr
+
+
+def test_locale_in_the_profile_and_a_bad_one(runner, tmp_path, capi_home) -> None:
+    capi_home.mkdir(parents=True, exist_ok=True)
+    (capi_home / "config.yaml").write_text("profiles:\n  default:\n    locale: id_ID\n", encoding="utf-8")
+    path = tmp_path / "e.csv"
+    path.write_text("event_name,ctwa_clid,value\nPurchase,ARAkClid1,Rp 350.000\n", encoding="utf-8")
+    out = tmp_path / "out.ndjson"
+    result = capi(runner, capi_home, "send", "--file", str(path), "--dry-run", "-o", str(out), "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["custom_data"] == {"value": 350000, "currency": "IDR"}
+    (capi_home / "config.yaml").write_text("profiles:\n  default:\n    locale: klingon\n", encoding="utf-8")
+    bad = capi(runner, capi_home, "validate", str(path))
+    assert bad.exit_code == 3 and "profiles.default.locale: unknown locale 'klingon'" in bad.stderr
