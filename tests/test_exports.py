@@ -378,3 +378,22 @@ def test_locale_in_the_profile_and_a_bad_one(runner, tmp_path, capi_home) -> Non
     (capi_home / "config.yaml").write_text("profiles:\n  default:\n    locale: klingon\n", encoding="utf-8")
     bad = capi(runner, capi_home, "validate", str(path))
     assert bad.exit_code == 3 and "profiles.default.locale: unknown locale 'klingon'" in bad.stderr
+
+
+def test_group_by_with_a_locale_sums_the_items_and_json_records_may_leave_keys_out(runner, tmp_path, capi_home) -> None:
+    path = tmp_path / "pedidos.ndjson"
+    path.write_text("\n".join(json.dumps(r) for r in [
+        {"pedido": "77", "event_name": "Purchase", "ctwa_clid": "ARAkClid7", "sku": "A", "quantity": "2",
+         "item_price": "R$ 1.000,50", "status": "pago"},
+        {"pedido": "77", "sku": "B", "item_price": "R$ 9,50"},
+        {"pedido": "78", "event_name": "Purchase", "ctwa_clid": "ARAkClid8", "sku": "A", "item_price": "R$ 1,00"},
+    ]) + "\n", encoding="utf-8")
+    out = tmp_path / "out.ndjson"
+    result = capi(runner, capi_home, "send", "--file", str(path), "--group-by", "pedido", "--where", "status=pago",
+                  "--locale", "pt_BR", "--set", "currency=BRL", "--map", str(_map(tmp_path, "pedido: order_id\n")),
+                  "--dry-run", "-o", str(out), "--no-progress", "--json")
+    assert result.exit_code == 0, result.output
+    event = json.loads(out.read_text())
+    assert (event["custom_data"]["value"], event["custom_data"]["num_items"]) == (2010.5, 3)
+    assert event["custom_data"]["contents"][0] == {"id": "A", "quantity": 2, "item_price": 1000.5}
+    assert json.loads(result.stdout)["filtered"] == 1  # order 78 has no status: blank, not "pago"

@@ -133,7 +133,8 @@ class Grouper:
         if quantity_total:
             merged["num_items"] = quantity_total
         if not any(_text(merged.get(name)) for name in layout.values) and price_total is not None and contents:
-            merged[layout.values[0] if layout.values else "value"] = format(price_total, "f")
+            # A number, not text: --locale reads the export's text, not this sum.
+            merged[layout.values[0] if layout.values else "value"] = price_total
         merged.notes = notes
         return merged
 

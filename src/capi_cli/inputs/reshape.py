@@ -27,7 +27,6 @@ class Reshape:
     preset: str | None = None
     where: Sequence[str] = ()
     group_by: str | None = None
-    locale: str | None = None  # None: the setting (CAPI_LOCALE, profile `locale`)
     date_format: str | None = None
 
 
@@ -88,6 +87,8 @@ class InputPlan:
         first: dict[str, Any] | None = None
         key: tuple[str, str] | None = None
         layout = None
+        first_record = True
+        header: Any = None  # the reader gives every row of a file the same header list
         for line, raw in items:
             if isinstance(raw, Malformed) or not isinstance(raw, tuple | Mapping):
                 if group and layout is not None and grouper is not None:
@@ -96,11 +97,17 @@ class InputPlan:
                 yield line, raw
                 continue
             row = dict(zip(raw[0], raw[1], strict=False)) if type(raw) is tuple else dict(raw)
-            names = list(raw[0]) if type(raw) is tuple else [str(n) for n in row]
-            if row_filter is not None:
-                row_filter.check_columns(names, source)
-            if grouper is not None:
-                layout = grouper.layout(names, source)
+            # A CSV header must have the columns named; a JSON record may just leave a key out
+            # (read as blank), so only the first record is checked.
+            if (type(raw) is tuple and raw[0] is not header) or first_record:
+                header = raw[0] if type(raw) is tuple else None
+                names = list(raw[0]) if type(raw) is tuple else [str(n) for n in row]
+                if row_filter is not None:
+                    row_filter.check_columns(names, source)
+                if grouper is not None:
+                    layout = grouper.layout(names, source)
+                first_record = False
+            if grouper is not None and layout is not None:
                 row_key = grouper.key(layout, row, first)
                 if row_key != key:
                     if group:
