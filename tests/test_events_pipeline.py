@@ -206,20 +206,23 @@ CASES = [
     ("invalid_value", "value", wa_row(event_name="Purchase", currency="USD")),
     ("invalid_value", "messaging_channel", wa_row(channel="telegram")),
     ("invalid_value", "ge", wa_row(gender="x")),
-    ("invalid_date", "db", wa_row(dob="17/05/1990")),
+    ("invalid_date", "db", wa_row(dob="05/06/1990")),  # day/month or month/day: no locale says
 ]
 
 
 @pytest.mark.parametrize(("code", "field", "row"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_validation_codes(tmp_path: Path, code: str, field: str, row: dict[str, Any]) -> None:
-    events, problems = run(tmp_path, [wa_row(event_name="ViewContent", order_id="ok-1"), row])
+    # The strict options make bad optional fields and unattributed events errors, as they were.
+    events, problems = run(tmp_path, [wa_row(event_name="ViewContent", order_id="ok-1"), row],
+                           strict_fields=True, require_attribution=True)
     assert len(events) == 1
     assert (code, field, "error", 3, 2) in {(p.code, p.field, p.severity, p.line, p.record) for p in problems}
     assert all(p.line == 3 for p in problems)
 
 
 def test_every_problem_of_a_record_is_reported(tmp_path: Path) -> None:
-    _, problems = run(tmp_path, [wa_row(event_name="Lead", email="bad", phone="1", country="zz", ctwa_clid=None)])
+    _, problems = run(tmp_path, [wa_row(event_name="Lead", email="bad", phone="1", country="zz", ctwa_clid=None)],
+                      strict_fields=True)
     assert {p.code for p in problems} == {"unknown_event_name", "invalid_email", "invalid_phone", "invalid_country",
                                           "missing_identifier"}
 
@@ -269,17 +272,20 @@ def test_malformed_record(tmp_path: Path) -> None:
 def test_oversized_value_in_json_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "e.ndjson"
     path.write_text(json.dumps(wa_row(em="a" * 9000 + "@x.com")) + "\n", encoding="utf-8")
-    _, problems = run(tmp_path, paths=[path])
+    _, problems = run(tmp_path, paths=[path], strict_fields=True)
     assert [(p.code, p.field) for p in problems] == [("invalid_value", "em")]
+    events, problems = run(tmp_path, paths=[path])  # an optional field: dropped, the event kept
+    assert [(p.code, p.field) for p in problems] == [("dropped_field", "em")]
+    assert len(events) == 1 and "em" not in events[0].payload["user_data"]
 
 
 def test_tally_and_report(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "e.csv", [wa_row(order_id="1"), wa_row(email="bad", phone="1", order_id="2"),
                                           wa_row(Notes="x", order_id="3")])
-    report = collect(iter_events([path], make_settings(tmp_path), BuildOptions(now=NOW)))
+    report = collect(iter_events([path], make_settings(tmp_path), BuildOptions(now=NOW, strict_fields=True)))
     document = report.to_dict()
-    assert {k: document[k] for k in ("records", "valid", "invalid", "attributed")} == {
-        "records": 3, "valid": 2, "invalid": 1, "attributed": 0,
+    assert {k: document[k] for k in ("records", "valid", "invalid", "attributed", "unattributed", "filtered")} == {
+        "records": 3, "valid": 2, "invalid": 1, "attributed": 0, "unattributed": 0, "filtered": 0,
     }
     assert set(document["problems"][0]) == {"source", "line", "record", "field", "code", "severity", "message"}
 
@@ -409,7 +415,8 @@ def test_referral_join_found_outside_window_and_none(tmp_path: Path) -> None:
         ("found", "CLID-RECENT", True), ("found-by-phone", "CLID-RECENT", True),
     ]
     assert events[0].payload["user_data"]["whatsapp_business_account_id"] == WABA  # from the referral
-    assert [(p.code, p.line) for p in problems] == [("missing_identifier", 4), ("missing_identifier", 5)]
+    assert [(p.code, p.severity, p.line) for p in problems] == [
+        ("unattributed", "warning", 4), ("unattributed", "warning", 5)]
 
 
 def test_referral_join_messenger_and_instagram_accounts(tmp_path: Path) -> None:

@@ -136,13 +136,15 @@ def test_unknown_country_is_an_error() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("1990-05-17", "19900517"), ("1990/5/7", "19900507"), ("19900517", "19900517"), ("1990-05-17T00:00:00", "19900517")],
+    [("1990-05-17", "19900517"), ("1990/5/7", "19900507"), ("19900517", "19900517"), ("1990-05-17T00:00:00", "19900517"),
+     # day/month or month/day when only one reading is a date (SPEC §4: unambiguous dates are read)
+     ("17/05/1990", "19900517"), ("05/17/1990", "19900517"), ("١٧/٠٥/١٩٩٠", "19900517")],
 )
 def test_date_formats(value: str, expected: str) -> None:
     assert normalize("db", value) == expected
 
 
-@pytest.mark.parametrize("value", ["17/05/1990", "05/17/1990", "1990-13-01", "19900230", "May 17 1990", "1850-01-01"])
+@pytest.mark.parametrize("value", ["05/06/1990", "31/02/1990", "1990-13-01", "19900230", "May 17 1990", "1850-01-01"])
 def test_ambiguous_or_impossible_dates_are_errors(value: str) -> None:
     # rule: YYYYMMDD from ISO dates or YYYYMMDD; anything ambiguous is an error (the SDK hashes as given)
     with pytest.raises(FieldError) as caught:
@@ -202,3 +204,17 @@ def test_md5_looking_values_are_not_taken_as_hashed() -> None:
     assert sdk("external_id", md5) == md5
     with pytest.raises(FieldError):
         normalize("em", md5)
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("ph", "p:+62 812-3456-7890", "6281234567890"),  # Meta's lead-export prefix
+    ("ph", "+٩٠ ٥٣٢ ١٢٣ ٤٥ ٦٧", "905321234567"),  # Arabic-Indic digits
+    ("ph", "+۹۸ ۹۱۲ ۳۴۵ ۶۷۸۹", "989123456789"),  # Persian digits
+    ("ph", "＋９０ ５３２ １２３ ４５ ６７", "905321234567"),  # full-width
+    ("em", "e:Ana@Example.com", "ana@example.com"),
+    ("zp", "z:400050", "400050"),
+    ("ge", "perempuan", "f"), ("ge", "Laki-laki", "m"), ("ge", "E", "m"), ("ge", "K", "f"),
+    ("ge", "Kadın", "f"), ("ge", "महिला", "f"), ("ge", "feminino", "f"),
+])
+def test_values_as_real_exports_write_them(field: str, value: str, expected: str) -> None:
+    assert normalize(field, value) == expected

@@ -22,7 +22,8 @@ CAPI = [sys.executable, "-m", "capi_cli"]
 
 # The customer 919876543210 opened the chat from an ad (examples/webhooks, line 1): no click id
 # in the export, the join finds it. 905321234567 carries its own click id. 919999999999 has no
-# referral at all. Line 6 is an unknown event name, line 7 an invalid email.
+# referral at all: unattributed, not sent, not an error. Line 6 is an unknown event name (an error),
+# line 7 an invalid email (dropped from the event, which is still sent).
 ORDERS = """\
 event_name,channel,wa_id,ctwa_clid,whatsapp_business_account_id,page_id,psid,email,order_id,value,currency
 Purchase,whatsapp,919876543210,,104996122399160,,,priya@example.com,A1,2499,INR
@@ -54,7 +55,10 @@ def capture_referrals(tmp: Path, env: dict[str, str]) -> None:
 
 
 def errors_of(stderr: str) -> set[tuple[int, str]]:
-    return {(int(m["line"]), m["code"]) for m in map(_PROBLEM.match, stderr.splitlines()) if m}
+    from capi_cli.events.validate import WARNING_CODES
+
+    found = {(int(m["line"]), m["code"]) for m in map(_PROBLEM.match, stderr.splitlines()) if m}
+    return {(line, code) for line, code in found if code not in WARNING_CODES}
 
 
 def events_of(path: Path) -> dict[str, dict]:
@@ -79,21 +83,23 @@ def test_validate_dry_runs_send_and_strict_agree_event_by_event(tmp_path: Path) 
 
     # The same invalid records, the same codes, from every command.
     from_validate = {(p["line"], p["code"]) for p in report["problems"] if p["severity"] == "error"}
-    assert from_validate == {(6, "unknown_event_name"), (7, "invalid_email")} | {(5, "missing_identifier")}
+    assert from_validate == {(6, "unknown_event_name")}
+    warnings = {(p["line"], p["code"]) for p in report["problems"] if p["severity"] == "warning"}
+    assert {(5, "unattributed"), (7, "dropped_field")} <= warnings
     for run in (dry_bare, dry_full, strict, sent):
         assert errors_of(run.stderr) == from_validate, run.stderr
         assert run.returncode == 1, run.stderr
-    counts = {k: report[k] for k in ("records", "invalid", "attributed")}
-    assert counts == {"records": 6, "invalid": 3, "attributed": 1}
+    counts = {k: report[k] for k in ("records", "invalid", "attributed", "unattributed")}
+    assert counts == {"records": 6, "invalid": 1, "attributed": 2, "unattributed": 1}
     for run in (dry_bare, dry_full, strict, sent):
         summary = json.loads(run.stdout)
-        assert (summary["read"], summary["invalid"], summary["attributed"]) == (6, 3, 1), run.stdout
+        assert (summary["read"], summary["invalid"], summary["attributed"], summary["unattributed"]) == (6, 1, 2, 1), run.stdout
     assert json.loads(strict.stdout)["sent"] == 0
 
     # The same events, byte for byte in what matters, joined the same way.
     bare_events, full_events = events_of(tmp_path / "bare.ndjson"), events_of(tmp_path / "full.ndjson")
     sent_events = events_of(tmp_path / "sent.ndjson")
-    assert len(bare_events) == report["valid"] == 3
+    assert len(bare_events) == report["valid"] == 4
     for other in (full_events, sent_events):
         assert other.keys() == bare_events.keys()
         for event_id, event in other.items():

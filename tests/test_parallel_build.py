@@ -160,11 +160,13 @@ def test_validate_report_is_identical_with_and_without_workers(tmp_path: Path) -
     for workers in (0, 1):
         home = tmp_path / f"home-{workers}"
         _prepare_ledger(home)
-        done = _capi(home, workers, "validate", str(source), "--format", "json")
-        assert done.returncode == 1, done.stderr
-        reports.append(json.loads(done.stdout))
-    assert reports[0] == reports[1]
-    assert {p["code"] for p in reports[0]["problems"]} >= {"duplicate_event_id", "malformed_record", "invalid_email",
+        for strict in ((), ("--strict-fields",)):
+            done = _capi(home, workers, "validate", str(source), "--format", "json", *strict)
+            assert done.returncode == 1, done.stderr
+            reports.append(json.loads(done.stdout))
+    assert reports[0] == reports[2] and reports[1] == reports[3]
+    assert "dropped_field" in {p["code"] for p in reports[0]["problems"]}  # bad emails cost the field only
+    assert {p["code"] for p in reports[1]["problems"]} >= {"duplicate_event_id", "malformed_record", "invalid_email",
                                                            "unknown_column", "event_too_old"}
 
 

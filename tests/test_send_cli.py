@@ -43,7 +43,7 @@ def test_send_delivers_every_event_once_and_rerun_sends_nothing(runner, standin,
     first = run(runner, capi_home, standin, "--file", str(tmp_path / "orders.csv"), "--batch-size", "10", "--json")
     assert first.exit_code == 0, first.output
     summary = json.loads(first.stdout)
-    assert summary == {"read": 25, "invalid": 0, "attributed": 0, "skipped": 0, "sent": 25, "rejected": 0,
+    assert summary == {"read": 25, "invalid": 0, "attributed": 0, "unattributed": 0, "filtered": 0, "skipped": 0, "sent": 25, "rejected": 0,
                        "failed": 0, "uncertain": 0, "batches": 3, "requests": 3, "dry_run": False}
     assert standin.posts == 3
     assert all(r.n_events <= 10 for r in standin.requests)
@@ -163,9 +163,9 @@ def test_strict_sends_nothing_when_a_row_is_invalid(runner, standin, tmp_path, c
     write_events_csv(tmp_path / "orders.csv", 5)
     with (tmp_path / "orders.csv").open("a") as fh:
         fh.write("Purchase,bad-1,ARAkClidBad,not-a-phone,x@example.com,10,TRY\n")
-    strict = run(runner, capi_home, standin, "--file", str(tmp_path / "orders.csv"), "--strict")
+    strict = run(runner, capi_home, standin, "--file", str(tmp_path / "orders.csv"), "--strict", "--strict-fields")
     assert strict.exit_code == 1 and standin.posts == 0
-    lenient = run(runner, capi_home, standin, "--file", str(tmp_path / "orders.csv"), "--json")
+    lenient = run(runner, capi_home, standin, "--file", str(tmp_path / "orders.csv"), "--json", "--strict-fields")
     assert lenient.exit_code == 1 and json.loads(lenient.stdout)["sent"] == 5
     assert "orders.csv:7" in lenient.stderr and "invalid_phone" in lenient.stderr
 

@@ -41,11 +41,11 @@ def orders(tmp_path: Path) -> str:
 
 
 def test_json_report_and_exit_1(tmp_path: Path, env: dict[str, str]) -> None:
-    code, out, err = invoke(env, "validate", orders(tmp_path), "--format", "json")
+    code, out, err = invoke(env, "validate", orders(tmp_path), "--format", "json", "--strict-fields")
     assert code == 1
     report = json.loads(out)
-    assert {k: report[k] for k in ("records", "valid", "invalid", "attributed")} == {
-        "records": 3, "valid": 1, "invalid": 2, "attributed": 0,
+    assert {k: report[k] for k in ("records", "valid", "invalid", "attributed", "unattributed", "filtered")} == {
+        "records": 3, "valid": 1, "invalid": 2, "attributed": 0, "unattributed": 0, "filtered": 0,
     }
     found = {(p["line"], p["field"], p["code"], p["severity"]) for p in report["problems"]}
     assert found == {
@@ -64,7 +64,7 @@ def test_json_shorthand(tmp_path: Path, env: dict[str, str]) -> None:
 
 def test_human_report_groups_problems_with_file_line_field_and_advice(tmp_path: Path, env: dict[str, str]) -> None:
     path = orders(tmp_path)
-    code, out, err = invoke(env, "validate", path)
+    code, out, err = invoke(env, "validate", path, "--strict-fields")
     assert code == 1
     assert "invalid_phone (error, 1): write the number with its country code" in out
     assert f"{path}:3  ph  invalid phone number '12'" in out

@@ -119,15 +119,23 @@ EVENT_AGE_MARGIN_SECONDS = 300
 MAX_FUTURE_SKEW_SECONDS = 600
 
 # Meta: `ge` is `f` or `m`. The words we accept for each (ours, several languages).
+# Meta's lead-form exports write values with a type prefix: `p:+15551234567`, `e:`, `z:` (seen in
+# the CSV files Ads Manager downloads for Instant Forms).
+LEAD_EXPORT_PREFIXES = ("p:", "e:", "z:")
+
 GENDER_WORDS: dict[str, str] = {
     **dict.fromkeys(
         ("f", "female", "woman", "women", "w", "girl", "fem", "feminine", "frau", "weiblich",
-         "femme", "féminin", "femenino", "mujer", "feminino", "mulher", "donna", "femmina", "kadın"),
+         "femme", "féminin", "femenino", "mujer", "feminino", "mulher", "donna", "femmina", "kadın",
+         # the target markets' own words and form letters: Indonesian (perempuan/wanita, P), Turkish
+         # (Kadın, K), Hindi, Arabic, Portuguese abbreviations
+         "perempuan", "wanita", "p", "k", "kadin", "महिला", "स्त्री", "mahila", "أنثى", "انثى", "fem.", "feminina"),
         "f",
     ),
     **dict.fromkeys(
         ("m", "male", "man", "men", "boy", "masculine", "mann", "männlich", "homme", "masculin",
-         "masculino", "hombre", "homem", "uomo", "maschio", "erkek"),
+         "masculino", "hombre", "homem", "uomo", "maschio", "erkek",
+         "laki-laki", "laki laki", "lakilaki", "pria", "l", "e", "पुरुष", "purush", "ذكر", "masc.", "masc"),
         "m",
     ),
 }

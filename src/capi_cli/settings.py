@@ -88,7 +88,6 @@ def profile_model() -> Any:
 
 
 _API_VERSION = re.compile(r"^v\d+\.\d+$")
-_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})*$")
 
 
 def check_value(key: str, value: Any) -> Any:
@@ -176,9 +175,9 @@ def _meta_id(text: str, setting: Setting | None) -> str:
 
 
 def _locale(text: str, setting: Setting | None) -> str:
-    if not _LOCALE.match(text):
-        raise ValueError(f"expected a locale like en_IN, pt_BR, tr_TR or id_ID, got {text!r}")
-    return text.replace("-", "_")
+    from capi_cli.inputs.locales import check_locale
+
+    return check_locale(text)
 
 
 _TEXT_CHECKS = {

@@ -133,6 +133,7 @@ _COMMAND_MODULES = [
     "extract",
     "validate",
     "send",
+    "fields",
     "hash_cmd",
     "ledger_cmd",
     "referrals",

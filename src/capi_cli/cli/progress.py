@@ -98,7 +98,9 @@ def summary_line(summary: Any) -> str:
     verb = "would send" if summary.dry_run else "sent"
     text = (
         f"read {summary.read}, invalid {summary.invalid}, attributed {summary.attributed}, "
-        f"skipped {summary.skipped}, {verb} {summary.sent}, rejected {summary.rejected}, "
+        + (f"unattributed {summary.unattributed}, " if getattr(summary, "unattributed", 0) else "")
+        + (f"filtered {summary.filtered}, " if getattr(summary, "filtered", 0) else "")
+        + f"skipped {summary.skipped}, {verb} {summary.sent}, rejected {summary.rejected}, "
         f"failed {summary.failed}, uncertain {summary.uncertain} "
         f"({summary.batches} batches, {summary.requests} requests)"
     )

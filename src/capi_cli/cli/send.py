@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from capi_cli.cli import input_options as opt
 from capi_cli.cli.common import TableJson, info, open_output, settings, state, warn, write_json
 from capi_cli.cli.progress import DeliveryBar, estimate_records, print_problem, summary_line
 
@@ -53,6 +54,13 @@ def send(
     limit: int = typer.Option(None, "--limit", min=1, help="Stop after N events."),
     fmt: TableJson = typer.Option(TableJson.table, "--format", help="json prints the summary on stdout."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar, even on a terminal."),
+    preset: str = opt.preset_option(),
+    where: list[str] = opt.where_option(),
+    group_by: str = opt.group_option(),
+    locale: str = opt.locale_option(),
+    date_format: str = opt.date_format_option(),
+    strict_fields: bool = opt.strict_fields_option(),
+    require_attribution: bool = opt.require_attribution_option(),
 ) -> None:
     """Send conversion events to the dataset, each exactly once (the ledger remembers what was sent).
 
@@ -62,8 +70,10 @@ def send(
 
     parallel.warm_up(files)
     try:
+        inputs = {"strict_fields": strict_fields, "require_attribution": require_attribution, "locale": locale,
+                  "reshape": opt.reshape(preset, where, group_by, date_format)}
         _send(ctx, files, map_file, sets, input_format, dry_run, output, test_event_code, batch_size, concurrency,
-              strict, resend, resend_uncertain, since, until, limit, fmt, no_progress)
+              strict, resend, resend_uncertain, since, until, limit, fmt, no_progress, inputs)
     finally:
         parallel.cool_down()
 
@@ -72,18 +82,19 @@ def _send(
     ctx: typer.Context, files: list[str], map_file: str | None, sets: list[str], input_format: str | None,
     dry_run: bool, output: str | None, test_event_code: str | None, batch_size: int | None,
     concurrency: int | None, strict: bool, resend: bool, resend_uncertain: bool, since: str | None,
-    until: str | None, limit: int | None, fmt: TableJson, no_progress: bool,
+    until: str | None, limit: int | None, fmt: TableJson, no_progress: bool, inputs: dict[str, Any],
 ) -> None:
     from capi_cli.delivery.run import SendRequest, run_send
     from capi_cli.events.pipeline import BuildOptions
 
-    s = settings(ctx, batch_size=batch_size, concurrency=concurrency)
+    s = settings(ctx, batch_size=batch_size, concurrency=concurrency, locale=inputs.pop("locale"))
     st = state(ctx)
     stream = open_output(output) if output else None
     request = SendRequest(
         files=files,
         build=BuildOptions(
-            map_file=map_file, sets=sets, input_format=input_format, since=since, until=until, limit=limit
+            map_file=map_file, sets=sets, input_format=input_format, since=since, until=until, limit=limit,
+            **inputs,
         ),
         dry_run=dry_run,
         output=stream,

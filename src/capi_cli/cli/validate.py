@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from capi_cli.cli import input_options as opt
 from capi_cli.cli.common import TableJson, info, settings, write_json
 from capi_cli.errors import DataError
 
@@ -29,6 +30,13 @@ def validate(
     sets: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="A constant for every row that lacks it (repeatable)."),
     fmt: TableJson = typer.Option(TableJson.table, "--format", help="table (grouped report) or json."),
     input_format: str = typer.Option(None, "--input-format", help="csv, tsv, yaml, json or ndjson (default: by extension)."),
+    preset: str = opt.preset_option(),
+    where: list[str] = opt.where_option(),
+    group_by: str = opt.group_option(),
+    locale: str = opt.locale_option(),
+    date_format: str = opt.date_format_option(),
+    strict_fields: bool = opt.strict_fields_option(),
+    require_attribution: bool = opt.require_attribution_option(),
 ) -> None:
     """Check event files as `send` would, without sending anything.
 
@@ -41,14 +49,17 @@ def validate(
         from capi_cli.events.pipeline import BuildOptions, iter_events, referral_store
         from capi_cli.events.validate import collect
 
-        current = settings(ctx)
-        options = BuildOptions(map_file=map_file, sets=sets, input_format=input_format)
+        current = settings(ctx, locale=locale)
+        options = BuildOptions(map_file=map_file, sets=sets, input_format=input_format,
+                               strict_fields=strict_fields, require_attribution=require_attribution,
+                               reshape=opt.reshape(preset, where, group_by, date_format))
         referrals = referral_store(current)
         try:
             report = collect(iter_events(paths, current, options, referrals=referrals))
         finally:
             if referrals is not None:
                 referrals.close()
+        report.tally.filtered = options.filtered
     finally:
         parallel.cool_down()
 
@@ -57,9 +68,15 @@ def validate(
     else:
         _print_report(report)
     tally = report.tally
-    if tally.records == 0:
+    if tally.records == 0 and not tally.filtered:
         info(ctx, "note: no records to check (a header only?)")
-    info(ctx, f"{tally.records} record(s): {tally.valid} valid, {tally.invalid} invalid, {tally.attributed} attributed from stored referrals")
+    from capi_cli.events.validate import all_unattributed_warning
+
+    for note in opt.input_messages(all_unattributed_warning(tally.valid, tally.unattributed), tally.filtered):
+        info(ctx, note)
+    unattributed = f", {tally.unattributed} unattributed (not sent)" if tally.unattributed else ""
+    info(ctx, f"{tally.records} record(s): {tally.valid} valid, {tally.invalid} invalid, {tally.attributed} attributed "
+              f"from stored referrals{unattributed}")
     if not report.ok:
         raise DataError(f"{tally.invalid} invalid record(s); fix them or leave them out (send skips them, --strict refuses)")
 

@@ -17,6 +17,7 @@ from capi_cli.config import Settings
 from capi_cli.delivery.engine import DeliveryOptions, DeliveryProgress, DeliverySummary, deliver, ledger_skip
 from capi_cli.errors import ExitCode, UsageError, worst
 from capi_cli.events.pipeline import BuildOptions, BuiltEvent, Problem, iter_events, referral_store
+from capi_cli.events.validate import UNATTRIBUTED, all_unattributed_warning
 from capi_cli.ledger import Ledger, LedgerState
 
 
@@ -65,13 +66,17 @@ class _Counter:
         self.read = 0
         self.invalid = 0
         self.attributed = 0
+        self.unattributed = 0
         self._last_invalid: tuple[str, int | None] | None = None
 
     def __iter__(self) -> Iterator[BuiltEvent]:
         for item in self.items:
             if isinstance(item, Problem):
                 self.on_problem(item)
-                if item.severity == "error":
+                if item.code == UNATTRIBUTED and item.severity != "error":
+                    self.read += 1
+                    self.unattributed += 1
+                elif item.severity == "error":
                     key = (item.source, item.record)
                     if key != self._last_invalid:
                         self._last_invalid = key
@@ -82,6 +87,13 @@ class _Counter:
             if item.attributed:
                 self.attributed += 1
             yield item
+
+
+def _count_inputs(summary: DeliverySummary, counter: _Counter, build: BuildOptions) -> str | None:
+    """The input side's counts (SPEC §4: unattributed, filtered); the all-unattributed warning."""
+    summary.unattributed = counter.unattributed
+    summary.filtered = build.filtered
+    return all_unattributed_warning(summary.read - summary.invalid - summary.unattributed, counter.unattributed)
 
 
 def _write_ndjson(stream: IO[str]) -> Callable[[Sequence[str]], None]:
@@ -195,6 +207,7 @@ def _strict_blocked(
         events.close()
     summary = DeliverySummary(dry_run=request.dry_run)
     summary.read, summary.invalid, summary.attributed = counter.read, counter.invalid, counter.attributed
+    _count_inputs(summary, counter, request.build)
     return SendReport(summary, report_problems, errors=len(error_records), strict_blocked=True)
 
 
@@ -237,6 +250,8 @@ def _run(
     summary.attributed = counter.attributed
     summary.skipped += skipped_early
     report = SendReport(summary, report_problems, errors=len(error_records))
+    if (warning := _count_inputs(summary, counter, request.build)) is not None:
+        report.warnings.append(warning)
     if request.resend and summary.resent:
         report.warnings.append(
             f"--resend: {summary.resent} events the ledger records as sent were sent again"

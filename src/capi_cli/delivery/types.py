@@ -90,6 +90,8 @@ SUMMARY_KEYS = (
     "read",
     "invalid",
     "attributed",
+    "unattributed",
+    "filtered",
     "skipped",
     "sent",
     "rejected",
@@ -109,6 +111,8 @@ class DeliverySummary:
     read: int = 0
     invalid: int = 0
     attributed: int = 0
+    unattributed: int = 0  # built, but no ad to credit: not sent (SPEC §4)
+    filtered: int = 0  # rows --where left out
     skipped: int = 0  # ledger says sent (or rejected with the same payload), or a duplicate key
     sent: int = 0  # in a dry run: would be sent
     rejected: int = 0

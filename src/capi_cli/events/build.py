@@ -29,6 +29,10 @@ from capi_cli.rules import (
 
 Errors = list[tuple[str | None, str, str]]
 
+UNATTRIBUTED = "unattributed"
+MISSING_CLID = ("no ctwa_clid and no stored referral for this customer within the attribution window; "
+                "add a ctwa_clid column or run `capi extract-referral` on your webhooks")
+
 
 class ReferralStore(Protocol):
     """What the referral join needs from the ledger."""
@@ -86,10 +90,20 @@ def _values(value: Any) -> list[str]:
     return [text]
 
 
+def _split_name(record: dict[str, Any]) -> None:
+    """A full name (`name`, `full_name`, `customer_name`) gives fn (first word) and ln (last word)
+    where the record has no first/last name of its own (SPEC §4)."""
+    words = (first_value(record["full_name"]) or "").split()
+    if words:
+        record.setdefault("fn", words[0])
+        if len(words) > 1:
+            record.setdefault("ln", words[-1])
+
+
 class EventBuilder:
     # The settings read here (worker processes get these and nothing else, no secrets).
     SETTINGS = ("default_country", "timezone", "ig_account_field", "channel", "currency",
-                "whatsapp_business_account_id", "page_id", "ig_account_id")
+                "whatsapp_business_account_id", "page_id", "ig_account_id", "locale")
 
     def __init__(
         self,
@@ -98,7 +112,16 @@ class EventBuilder:
         now: float,
         window_seconds: int,
         referrals: ReferralStore | None = None,
+        date_format: str | None = None,
     ) -> None:
+        locale = getattr(settings, "locale", None)
+        if locale:
+            from capi_cli.inputs.locales import day_first
+
+            self.day_first: bool | None = day_first(locale)
+        else:
+            self.day_first = None
+        self.date_format = date_format
         country = getattr(settings, "default_country", None)
         self.default_country: str | None = country.upper() if country else None
         self._default_country_lower = country.lower() if country else None
@@ -153,7 +176,7 @@ class EventBuilder:
             event_time = int(raw_time)  # Unix seconds, the usual export; the general case below
         elif raw_time is not None:
             try:
-                event_time = parse_event_time(raw_time, self.tz)
+                event_time = parse_event_time(raw_time, self.tz, self.day_first, self.date_format)
             except FieldError as exc:
                 errors.append(("event_time", exc.code, exc.message))
                 event_time = None
@@ -219,23 +242,30 @@ class EventBuilder:
 
     def body(self, record: dict[str, Any], head: Head, errors: Errors) -> tuple[dict[str, Any], bool]:
         user_data: dict[str, Any] = {}
+        if "full_name" in record:
+            _split_name(record)
         country_context = self._default_country_lower
         raw_country = record.get("country")
+        phone_country: str | None = None
         if raw_country is not None:
             hashes, normalized = self._hash_field("country", raw_country, None, errors)
             if hashes:
                 user_data["country"] = hashes
                 if normalized:
                     country_context = normalized
+                    # A phone written without its country code is read in the row's own country
+                    # before the default country (SPEC §4).
+                    phone_country = normalized.upper()
         if "ph" not in record and "wa_id" in record:
             record["ph"] = record["wa_id"]
         phone: str | None = None
+        phone_context = phone_country or self.default_country
         digests = self._digests
         for field in _OTHER_HASHED:
             raw = record.get(field)
             if raw is None:
                 continue
-            context = self.default_country if field == "ph" else country_context
+            context = phone_context if field == "ph" else country_context
             cache = digests.get(field)
             if cache is not None and type(raw) is str:  # the common case inline: a value seen before
                 hit = cache.get((raw, context) if context is not None else raw)
@@ -349,11 +379,9 @@ class EventBuilder:
                         wa_account = wa_account or found.get("business_id") or None
                         break
             if clid is None:
-                errors.append(
-                    ("ctwa_clid", "missing_identifier",
-                     "no ctwa_clid and no stored referral for this customer within the attribution window; "
-                     "add a ctwa_clid column or run `capi extract-referral` on your webhooks")
-                )
+                # A customer we can name but no ad to credit: an organic or web order, not a broken
+                # row (SPEC §4); pipeline.triage decides (--require-attribution makes it an error).
+                errors.append(("ctwa_clid", UNATTRIBUTED if user_data else "missing_identifier", MISSING_CLID))
             self._put_ids(user_data, "ctwa_clid", clid, "whatsapp_business_account_id", wa_account, channel, errors)
             return attributed
         user_field = "page_scoped_user_id" if channel == "messenger" else "ig_sid"

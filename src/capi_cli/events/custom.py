@@ -51,7 +51,10 @@ def custom_data(
                 custom[key] = text
     if (ids := record.get("content_ids")) is not None:
         custom["content_ids"] = _json_list(ids) if isinstance(ids, str) else [str(i) for i in _values(ids)]
-    if (contents := record.get("contents")) is not None:
+    contents = record.get("contents")
+    if contents is None and "item_id" in record:
+        contents = _line_item(record, errors)
+    if contents is not None:
         parsed = _contents(contents)
         if parsed is None:
             errors.append(("contents", "invalid_value", "contents: give a JSON list of {id, quantity, item_price}"))
@@ -137,6 +140,23 @@ def _json_list(text: str) -> list[Any]:
         if isinstance(value, list):
             return value
     return [part.strip() for part in stripped.split("|") if part.strip()]
+
+
+def _line_item(record: dict[str, Any], errors: Errors) -> list[dict[str, Any]] | None:
+    """A row that is one line item (item_id, item_quantity, item_price) without --group-by."""
+    item: dict[str, Any] = {"id": first_value(record["item_id"])}
+    quantity = _number(record.get("item_quantity", 1))
+    if quantity is None or quantity < 0 or quantity != int(quantity):
+        errors.append(("item_quantity", "invalid_value", f"item_quantity {record.get('item_quantity')!r} is not a whole number"))
+        return None
+    item["quantity"] = int(quantity)
+    if (raw_price := record.get("item_price")) is not None:
+        price = _number(raw_price)
+        if price is None:
+            errors.append(("item_price", "invalid_value", f"item_price {raw_price!r} is not a number"))
+            return None
+        item["item_price"] = price
+    return [item]
 
 
 def _contents(raw: Any) -> list[dict[str, Any]] | None:

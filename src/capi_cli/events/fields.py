@@ -39,6 +39,12 @@ CANONICAL_KEYS: tuple[str, ...] = (
     *UNHASHED_USER_DATA,
     *CUSTOM_DATA_FIELDS,
     *PASSTHROUGH_EVENT_FIELDS,
+    # Not Meta's keys: a full name split into fn/ln, and line items that --group-by (or a single
+    # row) turns into `contents`.
+    "full_name",
+    "item_id",
+    "item_quantity",
+    "item_price",
 )
 
 # Common names for the canonical keys (SPEC §4 table, plus a few spellings seen in exports).
@@ -71,6 +77,14 @@ ALIASES: dict[str, str] = {
     "postal_code": "zp",
     "postcode": "zp",
     "country_code": "country",
+    "name": "full_name",
+    "customer_name": "full_name",
+    "sku": "item_id",
+    "product_id": "item_id",
+    "content_id": "item_id",
+    "quantity": "item_quantity",
+    "qty": "item_quantity",
+    "unit_price": "item_price",
 }
 
 # Keys that may hold several values (`|` in CSV, lists in YAML/JSON).
@@ -126,9 +140,11 @@ def first_value(value: Any) -> str | None:
     return text or None
 
 
-def load_map(path: str | Path) -> dict[str, str | None]:
-    """A --map file: `{their column name: canonical key or alias (or null to ignore it)}`."""
+def load_map_spec(path: str | Path) -> Any:
+    """A --map file as an inputs.presets.MapSpec: flat `{their column: field}` or with sections."""
     import yaml
+
+    from capi_cli.inputs.presets import parse_spec
 
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
@@ -137,21 +153,32 @@ def load_map(path: str | Path) -> dict[str, str | None]:
         raise UsageError(f"--map {path}: cannot read: {exc.strerror}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UsageError(f"--map {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"--map {path}: expected a mapping like {{'Order Total': value, 'Customer Phone': phone}}")
+    return parse_spec(data, f"--map {path}")
+
+
+def resolve_columns(columns: Mapping[str, str | None], where: str) -> dict[str, str | None]:
+    """`{their column: field name}` to `{lowercased column: canonical key or None (ignored)}`."""
     mapping: dict[str, str | None] = {}
-    for column, target in data.items():
+    for column, target in columns.items():
         if target is None:
             mapping[str(column).strip().lower()] = None
             continue
         resolved = resolve_name(str(target))
         if resolved is None:
+            from capi_cli.inputs.suggest import did_you_mean
+
             raise UsageError(
-                f"--map {path}: {column!r} maps to {target!r}, which is not a known field "
-                f"(e.g. em, ph, value, currency, order_id, custom_data.NAME)"
+                f"{where}: {column!r} maps to {target!r}, which is not a known field "
+                f"(e.g. em, ph, value, currency, order_id, custom_data.NAME; `capi fields` lists them)"
+                f"{did_you_mean(str(target), [*CANONICAL_KEYS, *ALIASES])}"
             )
         mapping[str(column).strip().lower()] = resolved
     return mapping
+
+
+def load_map(path: str | Path) -> dict[str, str | None]:
+    """A --map file: `{their column name: canonical key or alias (or null to ignore it)}`."""
+    return resolve_columns(load_map_spec(path).columns, f"--map {path}")
 
 
 def parse_sets(pairs: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
@@ -161,7 +188,10 @@ def parse_sets(pairs: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
     for key, value in items:
         resolved = resolve_name(str(key))
         if resolved is None:
-            raise UsageError(f"--set {key}={value}: {key!r} is not a known field (e.g. event_name, currency, channel)")
+            from capi_cli.inputs.suggest import did_you_mean
+
+            raise UsageError(f"--set {key}={value}: {key!r} is not a known field (e.g. event_name, currency, channel)"
+                             f"{did_you_mean(str(key), [*CANONICAL_KEYS, *ALIASES])}")
         sets[resolved] = value
     return sets
 

@@ -16,7 +16,7 @@ from datetime import date
 from functools import lru_cache
 
 from capi_cli.errors import DataError
-from capi_cli.rules import COUNTRY_ALIASES, GENDER_WORDS, HASHED_FIELDS
+from capi_cli.rules import COUNTRY_ALIASES, GENDER_WORDS, HASHED_FIELDS, LEAD_EXPORT_PREFIXES
 
 # Only SHA-256 digests count as already hashed. The SDK also passes 32-hex (MD5) through, but Meta
 # wants SHA-256, and a 32-hex external id is usually a plain id (a UUID without dashes).
@@ -66,8 +66,22 @@ def _load_phones() -> Callable[[str, str | None], str | None]:
     return normalize_phone
 
 
+def _unprefixed(text: str) -> str:
+    """A value without Meta's lead-export type prefix (`p:`, `e:`, `z:`), its digits in ASCII."""
+    stripped = text.strip()
+    if stripped[1:2] == ":" and stripped[:2].lower() in LEAD_EXPORT_PREFIXES:
+        stripped = stripped[2:].strip()
+    if not stripped.isascii():
+        from capi_cli.inputs.locales import ascii_digits
+
+        stripped = ascii_digits(stripped)
+    return stripped
+
+
 def _email(value: str, _: str | None) -> str:
     text = value.strip().lower()
+    if text[1:2] == ":":
+        text = _unprefixed(text)
     if not text.isascii():
         text = unicodedata.normalize("NFC", text)
     if not _EMAIL.fullmatch(text):
@@ -79,7 +93,10 @@ _normalize_phone: Callable[[str, str | None], str | None] | None = None
 
 
 def _phone(value: str, default_country: str | None) -> str:
-    digits = (_normalize_phone or _load_phones())(value, default_country)
+    normalize_phone = _normalize_phone or _load_phones()
+    digits = normalize_phone(value, default_country)
+    if digits is None and (cleaned := _unprefixed(value)) != value.strip():
+        digits = normalize_phone(cleaned, default_country)  # `p:+62...`, Arabic-Indic or full-width digits
     if digits is None:
         hint = (
             f"not a valid number for {default_country} or internationally"
@@ -109,7 +126,8 @@ def _name_for(field: str) -> Callable[[str, str | None], str]:
 
 
 def _gender(value: str, _: str | None) -> str:
-    found = GENDER_WORDS.get(value.strip().lower())
+    text = value.strip().lower()
+    found = GENDER_WORDS.get(text) or GENDER_WORDS.get(unicodedata.normalize("NFC", text).rstrip("."))
     if found is None:
         raise FieldError("ge", "invalid_value", f"gender {value!r}: use f or m (female/male)")
     return found
@@ -118,6 +136,16 @@ def _gender(value: str, _: str | None) -> str:
 def _date_of_birth(value: str, _: str | None) -> str:
     text = value.strip()
     match = _DATE_ISO.fullmatch(text) or _DATE_COMPACT.fullmatch(text)
+    if match is None:
+        from capi_cli.inputs.dates import DateUnreadable, read_date
+
+        try:  # `17/05/1990`: read when the day cannot be the month (a locale decides the rest earlier)
+            born = read_date(text).date()
+        except DateUnreadable:
+            born = None
+        if born is not None and len(text) >= 8:
+            text = born.isoformat()
+            match = _DATE_ISO.fullmatch(text)
     if match is None:
         raise FieldError(
             "db", "invalid_date", f"date of birth {value!r}: write it as YYYY-MM-DD or YYYYMMDD"
@@ -173,6 +201,8 @@ def _state(value: str, country: str | None) -> str:
 
 def _zip(value: str, country: str | None) -> str:
     text = value.strip().lower()
+    if text[1:2] == ":":
+        text = _unprefixed(text)
     if country in (None, "us"):
         us = _ZIP_US.fullmatch(text)
         if us is not None:  # ZIP+4: Meta wants the first 5 digits

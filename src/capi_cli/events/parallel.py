@@ -423,9 +423,16 @@ class _Worker:
             now=config["now"],
             window_seconds=config["window_seconds"],
             referrals=referrals,
+            date_format=config.get("date_format"),
         )
         self.builder = builder
-        self.stager = Stager(FieldMapper(config["mapping"], config["sets"]), builder, config["since"], config["until"])
+        localize = None
+        if config.get("locale"):
+            from capi_cli.inputs.reshape import Localizer
+
+            localize = Localizer(config["locale"])
+        self.stager = Stager(FieldMapper(config["mapping"], config["sets"]), builder, config["since"], config["until"],
+                             localize)
         self._header: list[str] | None = None
 
     def _same(self, header: list[str]) -> list[str]:
@@ -475,7 +482,8 @@ class _Worker:
                 answers.append((ROW, unknown, fields, errors, NESTED))
                 continue
             if errors or body_errors:
-                answers.append((ROW, unknown, fields, errors, (None, attributed, body_errors)))
+                # The payload goes along: problems that only drop a field still send the event.
+                answers.append((ROW, unknown, fields, errors, (payload_json(payload), attributed, body_errors)))
             else:
                 answers.append((payload_json(payload), *fields, attributed, unknown))
         return answers if lines is None else (lines, answers)  # type: ignore[return-value]

@@ -18,16 +18,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capi_cli import clock
 from capi_cli.events.build import EventBuilder, Head, ReferralStore
-from capi_cli.events.fields import FieldMapper, load_map, parse_sets
+from capi_cli.events.fields import FieldMapper
 from capi_cli.events.jsontext import payload_json
 from capi_cli.events.keyset import KeySet
 from capi_cli.events.readers import Malformed, is_empty_file, read_records, source_name
 from capi_cli.events.times import parse_when
-from capi_cli.events.validate import ERROR, WARNING, Problem
+from capi_cli.events.validate import ERROR, WARNING, Problem, triage
+from capi_cli.inputs.setup import InputSetup, suggestion
+
+if TYPE_CHECKING:
+    from capi_cli.inputs.reshape import InputPlan, Reshape
 
 __all__ = ["BuildOptions", "BuiltEvent", "Problem", "iter_events", "payload_json"]
 
@@ -58,6 +62,10 @@ class BuildOptions:
     limit: int | None = None
     now: float | None = None  # fixed "now"; default clock.now() at the start of the run
     attribution_window_days: float | None = None  # default: settings.attribution_window_days
+    strict_fields: bool = False  # a bad optional customer field is an error, not dropped_field
+    require_attribution: bool = False  # an unattributed event is an error (missing_identifier)
+    reshape: Reshape | None = None  # --preset, --where, --group-by, --date-format
+    filtered: int = 0  # set by iter_events: rows --where left out
 
 
 class BuiltEvent:
@@ -159,11 +167,15 @@ class Stager:
     """The order-free first half of a record: mapping, the head (name, time, channel, id) and the
     --since/--until filter. The same code runs here and in the worker processes."""
 
-    def __init__(self, mapper: FieldMapper, builder: EventBuilder, since: int | None, until: int | None) -> None:
+    def __init__(
+        self, mapper: FieldMapper, builder: EventBuilder, since: int | None, until: int | None,
+        localize: Callable[[dict[str, Any], Errors], None] | None = None,
+    ) -> None:
         self.mapper = mapper
         self.builder = builder
         self.since = since
         self.until = until
+        self.localize = localize  # inputs.reshape.Localizer under --locale
 
     def stage(self, raw: Any) -> Staged:
         """(kind, unknown columns, head, errors (the message when MALFORMED), mapped record)."""
@@ -171,9 +183,14 @@ class Stager:
             return MALFORMED, (), None, raw.message, None
         if type(raw) is tuple:
             record, unknown, invalid = self.mapper.map_row(*raw)
+            errors: Errors = [(key, "invalid_value", message) for key, message in invalid]
         else:
             record, unknown, invalid = self.mapper.map_record(raw)
-        errors: Errors = [(key, "invalid_value", message) for key, message in invalid]
+            errors = [(key, "invalid_value", message) for key, message in invalid]
+            if type(raw) is not dict and (notes := getattr(raw, "notes", None)):
+                errors.extend(notes)  # inputs.grouping.GroupedRecord: what merging a group found
+        if self.localize is not None:
+            self.localize(record, errors)
         try:
             head = self.builder.head(record, errors)
         except RecursionError:  # values nested a thousand levels deep
@@ -235,11 +252,16 @@ def _local_stage(
     path: str | Path,
     input_format: str | None,
     sent_among: SentAmong | None = None,
+    plan: InputPlan | None = None,
 ) -> Iterator[StagedItem]:
     """Stage records in this process, a chunk at a time: with `sent_among`, the ledger is asked
-    once per chunk, as the worker processes do (a query per row cost a re-run most of its time)."""
+    once per chunk, as the worker processes do (a query per row cost a re-run most of its time).
+    `plan`: --where and --group-by, which depend on row order, reshape the records first."""
     index = 0
-    records = read_records(path, input_format)
+    records: Iterable[Any] = read_records(path, input_format)
+    if plan is not None:
+        records = plan.records(records, source_name(path))
+    records = iter(records)
     while chunk := list(islice(records, _LOCAL_CHUNK)):
         for (line, raw), staged in zip(chunk, stager.stage_chunk([raw for _, raw in chunk], sent_among), strict=True):
             index += 1
@@ -271,27 +293,32 @@ def iter_events(
     """
     options = options or BuildOptions()
     paths = list(paths)
-    mapping = load_map(options.map_file) if options.map_file else None
-    sets = parse_sets(options.sets) if options.sets else None
-    mapper = FieldMapper(mapping, sets)
+    inputs = InputSetup(options, settings)
+    mapper = FieldMapper(inputs.mapping, inputs.sets)
     now = options.now if options.now is not None else clock.now()
     days = options.attribution_window_days or getattr(settings, "attribution_window_days", 7) or 7
     window = int(days * 86400)
-    builder = EventBuilder(settings, now=now, window_seconds=window, referrals=referrals)
+    builder = EventBuilder(settings, now=now, window_seconds=window, referrals=referrals,
+                           date_format=inputs.date_format)
     since = _bound(options.since, now, builder, "--since")
     until = _bound(options.until, now, builder, "--until")
-    stager = Stager(mapper, builder, since, until)
+    stager = Stager(mapper, builder, since, until, inputs.localizer())
+    plan = inputs.plan(mapper)
 
     from capi_cli.events.parallel import worker_count
 
-    workers = worker_count(paths, referrals)
+    # Filters and groups depend on row order: such a run reads and builds in this process.
+    workers = 0 if plan is not None else worker_count(paths, referrals)
     spec = getattr(skip, "worker_spec", None) if skip is not None else None
     if not workers:
         sent_among = getattr(skip, "sent_among", None) if spec is not None else None
-        yield from _sequence(
-            paths, options, stager, skip, spec if sent_among is not None else None,
-            lambda path: _local_stage(stager, path, options.input_format, sent_among),
-        )
+        try:
+            yield from _sequence(
+                paths, options, stager, skip, spec if sent_among is not None else None,
+                lambda path: _local_stage(stager, path, options.input_format, sent_among, plan), inputs,
+            )
+        finally:
+            options.filtered = plan.filtered if plan is not None else 0
         return
     from capi_cli.events.parallel import WorkerPool
 
@@ -301,8 +328,10 @@ def iter_events(
             "settings": {name: getattr(settings, name, None) for name in EventBuilder.SETTINGS},
             "now": now,
             "window_seconds": window,
-            "mapping": mapping,
-            "sets": sets,
+            "mapping": inputs.mapping,
+            "sets": inputs.sets,
+            "locale": getattr(settings, "locale", None),
+            "date_format": inputs.date_format,
             "since": since,
             "until": until,
             "referrals": str(getattr(referrals, "path", "")) if referrals is not None else None,
@@ -311,7 +340,7 @@ def iter_events(
     )
     try:
         yield from _sequence(
-            paths, options, stager, skip, spec, lambda path: pool.stage(stager, path, options.input_format)
+            paths, options, stager, skip, spec, lambda path: pool.stage(stager, path, options.input_format), inputs
         )
     finally:
         pool.close()
@@ -324,6 +353,7 @@ def _sequence(
     skip: Callable[[str, str], bool] | None,
     skip_spec: Any,
     stage_file: Callable[[str | Path], Iterator[StagedItem]],
+    inputs: InputSetup,
 ) -> Iterator[BuiltEvent | Problem]:
     """The decisions that depend on order, in input order: warnings once per column, duplicates,
     `skip`, `--limit`; then the body (built here unless a worker built it already)."""
@@ -339,6 +369,8 @@ def _sequence(
             yield Problem(source, 0, 0, None, "empty_input", ERROR, "empty file: no header and no records")
             continue
         warned: set[str] = set()
+        for column, message in inputs.unused_map_keys(path):
+            yield Problem(source, 1, None, column, "unused_map_key", WARNING, message)
         for item in stage_file(path):
             if item[0] == SENT and not item[3] and not seen.add(f"{item[4]}\x1f{item[5]}"):
                 # The common case of a re-run, kept short: sent before, no new column, no duplicate.
@@ -358,7 +390,8 @@ def _sequence(
                     warned.add(column)
                     yield Problem(
                         source, line, index, column, "unknown_column", WARNING,
-                        f"column {column!r} is not a known field and is ignored (map it with --map FILE.yaml)",
+                        f"column {column!r} is not a known field and is ignored (map it with --map FILE.yaml, "
+                        f"or to null to silence this){suggestion(column)}",
                     )
             if kind == NESTED:
                 yield Problem(source, line, index, None, "malformed_record", ERROR, NESTED_MESSAGE)
@@ -406,7 +439,15 @@ def _sequence(
                     errors = [*errors, *body_errors]
                 payload = None
             if errors:
-                for key, code, message in errors:
-                    yield Problem(source, line, index, key, code, ERROR, message)
-                continue
+                errors, warnings, unattributed = triage(
+                    errors, strict_fields=options.strict_fields, require_attribution=options.require_attribution)
+                for key, code, message in warnings:
+                    yield Problem(source, line, index, key, code, WARNING, message)
+                if errors:
+                    for key, code, message in errors:
+                        yield Problem(source, line, index, key, code, ERROR, message)
+                    continue
+                if unattributed is not None:
+                    yield Problem(source, line, index, unattributed[0], unattributed[1], WARNING, unattributed[2])
+                    continue
             yield BuiltEvent(name, event_id, event_time, payload, source, line, index, attributed, time_given, text)

@@ -42,11 +42,14 @@ def _from_number(number: float, original: Any) -> int:
     return int(number)
 
 
-def parse_event_time(value: Any, tz: tzinfo) -> int:
-    """Unix seconds from Unix seconds or milliseconds (detected), ISO 8601, or a date/datetime.
+def parse_event_time(value: Any, tz: tzinfo, day_first: bool | None = None, date_format: str | None = None) -> int:
+    """Unix seconds from Unix seconds or milliseconds (detected), ISO 8601, or a date/datetime;
+    `28/11/2026 14:05` when unambiguous or `day_first` says how; exactly `date_format` when given.
 
     Naive times are read in `tz`. Raises FieldError(code=bad_timestamp).
     """
+    if date_format is not None and isinstance(value, str):
+        return _from_datetime(_read_date(value, None, date_format), tz)
     if isinstance(value, bool):
         raise FieldError("event_time", "bad_timestamp", f"event_time {value!r} is not a time")
     if isinstance(value, int | float):
@@ -61,12 +64,19 @@ def parse_event_time(value: Any, tz: tzinfo) -> int:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise FieldError(
-            "event_time",
-            "bad_timestamp",
-            f"event_time {value!r}: use Unix seconds/milliseconds or ISO 8601 (2026-03-01T14:30:00+03:00)",
-        ) from None
+        moment = _read_date(text, day_first, None)
     return _from_datetime(moment, tz)
+
+
+def _read_date(text: str, day_first: bool | None, date_format: str | None) -> datetime:
+    """Exports' own ways of writing a time (inputs.dates), as bad_timestamp when unreadable."""
+    from capi_cli.inputs.dates import DateUnreadable, read_date
+
+    try:
+        return read_date(text, day_first, date_format)
+    except DateUnreadable as exc:
+        hint = "" if date_format else "; use Unix seconds/milliseconds or ISO 8601 (2026-03-01T14:30:00+03:00)"
+        raise FieldError("event_time", "bad_timestamp", f"event_time {exc}{hint}") from None
 
 
 def parse_when(text: str, now: float, tz: tzinfo, option: str = "--since") -> int:

@@ -31,8 +31,55 @@ CODES: dict[str, str] = {
     "unknown_column": "map it with --map, or ignore this warning",
     "malformed_record": "fix the row so that it can be read",
     "empty_input": "the file is empty (0 bytes): check the export that wrote it",
+    "dropped_field": "the event is sent without this field; fix the value to send it (--strict-fields refuses)",
+    "unattributed": "no click id and no stored referral: not from an ad, so not sent (--require-attribution refuses)",
+    "conflicting_value": "rows of one group disagree on a field; the first row's value is sent",
+    "unused_map_key": "a --map or preset key names no column of the input; check its spelling",
 }
-WARNING_CODES = frozenset({"unknown_column"})
+WARNING_CODES = frozenset({"unknown_column", "dropped_field", "unattributed", "unused_map_key", "conflicting_value"})
+DROPPED_FIELD = "dropped_field"
+CONFLICTING_VALUE = "conflicting_value"  # rows of one --group-by group disagree: the first is kept
+UNATTRIBUTED = "unattributed"
+# The customer fields an event can do without (SPEC §4 "Optional customer fields"): a bad value
+# costs the field, not the conversion; Meta matches on the click id.
+OPTIONAL_FIELDS = frozenset(("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id"))
+# A run this long in which no event has an ad to credit means the capture is probably not running.
+ALL_UNATTRIBUTED_RUN = 20
+
+Errors = list[tuple[str | None, str, str]]
+
+
+def triage(
+    errors: Errors, *, strict_fields: bool, require_attribution: bool
+) -> tuple[Errors, Errors, tuple[str | None, str, str] | None]:
+    """(errors, warnings, the unattributed note or None) of one event's problems: bad optional
+    fields become `dropped_field` warnings, a missing ad identifier of an identified customer
+    `unattributed`, unless the strict options make them errors again."""
+    hard: Errors = []
+    soft: Errors = []
+    unattributed = None
+    for key, code, message in errors:
+        if code == UNATTRIBUTED:
+            if require_attribution:
+                hard.append((key, "missing_identifier", message))
+            else:
+                unattributed = (key, code, "no ctwa_clid and no stored referral for this customer: "
+                                           "not from an ad, not sent")
+        elif code == CONFLICTING_VALUE:
+            soft.append((key, code, message))
+        elif key in OPTIONAL_FIELDS and not strict_fields:
+            soft.append((key, DROPPED_FIELD, f"{key} left out of the event: {message}"))
+        else:
+            hard.append((key, code, message))
+    return hard, soft, unattributed
+
+
+def all_unattributed_warning(built: int, unattributed: int) -> str | None:
+    """SPEC §4: one warning when no event of a long enough run had an ad to credit."""
+    if unattributed >= ALL_UNATTRIBUTED_RUN and built == 0:
+        return (f"none of {unattributed} events has a click id or a stored referral: is the referral capture "
+                "running? (`capi extract-referral` on your webhooks, or a ctwa_clid column)")
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +121,19 @@ class Tally:
     valid: int = 0
     invalid: int = 0
     attributed: int = 0
+    unattributed: int = 0
+    filtered: int = 0  # rows --where left out (set from BuildOptions at the end of the run)
     _last_invalid: tuple[str, int | None] | None = None
 
     @property
     def records(self) -> int:
-        return self.valid + self.invalid
+        return self.valid + self.invalid + self.unattributed
 
     def add(self, item: BuiltEvent | Problem) -> None:
         if isinstance(item, Problem):
-            if item.is_error:
+            if item.code == UNATTRIBUTED and not item.is_error:
+                self.unattributed += 1
+            elif item.is_error:
                 key = (item.source, item.record)
                 # A record's problems come together, so a change of record means a new invalid one.
                 if key != self._last_invalid:
@@ -109,6 +160,8 @@ class ValidationReport:
             "valid": self.tally.valid,
             "invalid": self.tally.invalid,
             "attributed": self.tally.attributed,
+            "unattributed": self.tally.unattributed,
+            "filtered": self.tally.filtered,
             "problems": [p.to_dict() for p in self.problems],
         }
 
