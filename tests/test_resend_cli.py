@@ -62,3 +62,19 @@ def test_many_rejected_events_end_with_n_more(tmp_path: Path) -> None:
     assert len(rejected) == 20
     assert "code 100/2804019: " in rejected[0] and "None" not in done.stderr
     assert "... 5 more rejected events (`capi ledger list --status rejected`)" in done.stderr
+
+
+def test_resend_to_an_unreachable_graph_leaves_sent_records_sent(tmp_path: Path) -> None:
+    ids = write_events_csv(tmp_path / "orders.csv", 4)
+    home = tmp_path / "home"
+    with GraphStandin(token=TOKEN, datasets={DATASET}) as graph:
+        assert capi(send_env(home, graph.url), "send", "--file", str(tmp_path / "orders.csv")).returncode == 0
+        closed = graph.url  # the stand-in stops below: its port refuses connections
+    env = send_env(home, closed)
+    assert capi(env, "config", "set", "max_retries", "0").returncode == 0
+    done = capi(env, "send", "--file", str(tmp_path / "orders.csv"), "--resend", "--json")
+    assert done.returncode == 4, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["sent"] == 0 and summary["failed"] == 4
+    assert "sent again" not in done.stderr
+    assert ledger_states(home) == dict.fromkeys(ids, "sent")

@@ -154,8 +154,9 @@ class _Delivery:
         self._slots = threading.Semaphore(options.concurrency)
         self._futures: set[Future[None]] = set()
         self._worker_error: BaseException | None = None
-        # --resend: keys the ledger had `sent`. Meta counted them once: they stay `sent` whatever
-        self._was_sent: set[tuple[str, str]] = set()  # this attempt ends in; only a success counts
+        # --resend: keys the ledger had `sent`. Meta counted them once, so they stay `sent` whatever
+        # this attempt ends in, and only a success counts them as resent.
+        self._was_sent: set[tuple[str, str]] = set()
 
     # -- main thread: read, decide, batch, dispatch ----------------------------------------------
 
