@@ -116,3 +116,15 @@ def test_form_bodies_mixed_with_json() -> None:
     text = json.dumps(DOCS[0], indent=2) + "\n" + form + "\n" + json.dumps(DOCS[2]) + "\n"
     found, bad = run(text)
     assert not bad and [k[0] for k in keys(found)] == ["instagram", "whatsapp", "messenger"]
+
+
+def test_a_document_over_the_size_limit_is_reported_once_and_the_next_one_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from capi_cli.webhooks import documents
+
+    big = json.dumps(DOCS[1], indent=2)
+    monkeypatch.setattr(documents, "MAX_DOCUMENT_BYTES", len(big) // 2)
+    found, bad = run(big + "\n" + json.dumps(DOCS[2], indent=2) + "\n" + json.dumps(DOCS[3]) + "\n")
+    assert [(b.line, b.reason.split(";")[0]) for b in bad] == [(1, "document larger than 0 MB")]
+    assert keys(found) == keys(run(json.dumps(DOCS[2]) + "\n" + json.dumps(DOCS[3]))[0])

@@ -119,8 +119,9 @@ class DocumentStream:
         yield bad
 
     def close(self) -> Iterator[Unreadable]:
-        if self._scan is not None and not self._skipping:
-            yield Unreadable(self.name, self._pending_line, TRUNCATED)
+        if self._scan is not None:
+            if not self._skipping:
+                yield Unreadable(self.name, self._pending_line, TRUNCATED)
             self._drop_pending()
         if self._array_line:
             yield Unreadable(self.name, self._array_line, "truncated JSON: array not closed")
