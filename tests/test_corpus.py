@@ -101,6 +101,10 @@ def _materialize(entry: str, where: Path) -> Path:
 
 
 def _command(case: dict[str, Any], path: Path, work: Path) -> list[str]:
+    return [*_base_command(case, path, work), *case.get("args", [])]
+
+
+def _base_command(case: dict[str, Any], path: Path, work: Path) -> list[str]:
     base = [sys.executable, "-m", "capi_cli"]
     if case["command"] == "validate":
         return [*base, "validate", str(path), "--format", "json"]
@@ -120,7 +124,8 @@ def _referral_rows(home: Path) -> int:
 
 
 def _case_id(case: dict[str, Any]) -> str:
-    return f"{case['command']}-{case['file'].split('/')[-1].lstrip('@')}"
+    extra = "".join(case.get("args", []))
+    return f"{case['command']}-{case['file'].split('/')[-1].lstrip('@')}{extra}"
 
 
 def test_manifest_covers_every_corpus_file() -> None:
