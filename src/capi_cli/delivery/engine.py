@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
-from capi_cli.delivery.graph import Outcome, OutcomeKind
+from capi_cli.delivery.answers import Outcome, OutcomeKind
 from capi_cli.delivery.types import (
     SUMMARY_KEYS,
     DeliverableEvent,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from capi_cli.delivery.graph import Outcome
+from capi_cli.delivery.answers import Outcome
 from capi_cli.errors import ExitCode, SetupError, UsageError, worst
 from capi_cli.rules import MAX_EVENTS_PER_REQUEST
 
