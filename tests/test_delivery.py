@@ -91,7 +91,7 @@ def test_batches_flow_concurrently_within_the_limit(graph: GraphStandin, ledger:
     graph.latency = 0.05
     summary = send(graph, ledger, evs(100))
     assert summary.to_dict() == {
-        "read": 0, "invalid": 0, "attributed": 0, "skipped": 0, "sent": 100, "rejected": 0, "failed": 0,
+        "read": 0, "invalid": 0, "attributed": 0, "unattributed": 0, "filtered": 0, "skipped": 0, "sent": 100, "rejected": 0, "failed": 0,
         "uncertain": 0, "batches": 10, "requests": 10, "dry_run": False,
     }
     assert 1 < graph.max_concurrent <= 3
