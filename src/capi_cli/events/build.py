@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from capi_cli.events.custom import custom_data, passthrough
-from capi_cli.events.fields import first_value
+from capi_cli.events.fields import first_value, split_full_name
 from capi_cli.events.normalize import NORMALIZERS, FieldError, is_hashed
 from capi_cli.events.times import parse_event_time, timezone_named
+from capi_cli.events.validate import UNATTRIBUTED
 from capi_cli.rules import (
     ACTION_SOURCE,
     CHANNELS,
@@ -29,7 +30,6 @@ from capi_cli.rules import (
 
 Errors = list[tuple[str | None, str, str]]
 
-UNATTRIBUTED = "unattributed"
 MISSING_CLID = ("no ctwa_clid and no stored referral for this customer within the attribution window; "
                 "add a ctwa_clid column or run `capi extract-referral` on your webhooks")
 
@@ -88,16 +88,6 @@ def _values(value: Any) -> list[str]:
     if "|" in text:
         return [part for part in text.split("|") if part.strip()]
     return [text]
-
-
-def _split_name(record: dict[str, Any]) -> None:
-    """A full name (`name`, `full_name`, `customer_name`) gives fn (first word) and ln (last word)
-    where the record has no first/last name of its own (SPEC §4)."""
-    words = (first_value(record["full_name"]) or "").split()
-    if words:
-        record.setdefault("fn", words[0])
-        if len(words) > 1:
-            record.setdefault("ln", words[-1])
 
 
 class EventBuilder:
@@ -243,7 +233,7 @@ class EventBuilder:
     def body(self, record: dict[str, Any], head: Head, errors: Errors) -> tuple[dict[str, Any], bool]:
         user_data: dict[str, Any] = {}
         if "full_name" in record:
-            _split_name(record)
+            split_full_name(record)
         country_context = self._default_country_lower
         raw_country = record.get("country")
         phone_country: str | None = None

@@ -140,6 +140,16 @@ def first_value(value: Any) -> str | None:
     return text or None
 
 
+def split_full_name(record: dict[str, Any]) -> None:
+    """A full name (`name`, `full_name`, `customer_name`) gives fn (first word) and ln (last word)
+    where the record has no first/last name of its own (SPEC §4)."""
+    words = (first_value(record["full_name"]) or "").split()
+    if words:
+        record.setdefault("fn", words[0])
+        if len(words) > 1:
+            record.setdefault("ln", words[-1])
+
+
 def load_map_spec(path: str | Path) -> Any:
     """A --map file as an inputs.presets.MapSpec: flat `{their column: field}` or with sections."""
     import yaml
