@@ -16,9 +16,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import reference_readers
 from capi_cli.events import readers
 from capi_cli.events.readers import PlainBlock
+from support import reference_readers
 
 LONG = os.environ.get("CAPI_FUZZ") == "long"
 CHECK = settings(max_examples=(3000 if LONG else 300), deadline=None,

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from capi_cli.sandbox.server import GraphStandin
-from send_helpers import DATASET, TOKEN, ledger_states, send_env, write_events_csv
-from test_fault_matrix import check_exactly_once
+from support.sending import DATASET, TOKEN, check_exactly_once, ledger_states, send_env, write_events_csv
 
 
 def spawn(home: Path, url: str, csv_path: Path) -> subprocess.Popen[str]:

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from capi_cli.sandbox.server import FAULT_KINDS, SLOW, Fault, GraphStandin
-from send_helpers import DATASET, TOKEN, ledger_states, send_env, write_events_csv
-from test_fault_matrix import check_exactly_once
+from support.sending import DATASET, TOKEN, check_exactly_once, ledger_states, send_env, write_events_csv
 
 FULL = os.environ.get("CAPI_CAMPAIGN") == "full"
 RUNS = 60 if FULL else 8

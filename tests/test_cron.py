@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sandbox_process import running_sandbox
-from send_helpers import DATASET, TOKEN, WABA
+from support.sandbox_process import running_sandbox
+from support.sending import DATASET, TOKEN, WABA
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPI = Path(sys.executable).parent / "capi"

@@ -1,4 +1,4 @@
-# ruff: noqa: F811  (pytest fixtures imported from graph_fixtures)
+# ruff: noqa: F811  (pytest fixtures imported from support.graph)
 """deliver() against the Graph stand-in and a SQLite ledger on disk: batching, concurrency,
 every fault kind, isolation of refused events, and exactly-once across runs."""
 
@@ -30,7 +30,7 @@ from capi_cli.sandbox.server import (
     Fault,
     GraphStandin,
 )
-from graph_fixtures import APP_SECRET, DATASET, TOKEN, graph, payload  # noqa: F401
+from support.graph import APP_SECRET, DATASET, TOKEN, graph, payload  # noqa: F401
 
 FAST = DeliveryOptions(
     batch_size=10, concurrency=3, max_retries=3, backoff_base=0.01, backoff_max=0.05, retry_after_max=0.05

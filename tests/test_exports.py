@@ -13,7 +13,7 @@ import pytest
 from capi_cli.cli.app import app
 from capi_cli.ledger import Ledger
 from capi_cli.sandbox.server import GraphStandin
-from send_helpers import DATASET, TOKEN, WABA, send_env
+from support.sending import DATASET, TOKEN, WABA, send_env
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exports"
 

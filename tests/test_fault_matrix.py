@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from capi_cli.sandbox.server import (
     GraphStandin,
     RequestRecord,
 )
-from send_helpers import DATASET, TOKEN, ledger_states, send_env, write_events_csv
+from support.sending import DATASET, TOKEN, check_exactly_once, send_env, write_events_csv
 
 N_EVENTS = 40
 BATCH = 10
@@ -68,42 +68,6 @@ def expected_uncertain(standin: GraphStandin) -> set[str]:
             # (a refused request never reaches the fault: Meta answered it, so it is not ambiguous)
             out.update(str(e["event_id"]) for e in record.body["data"])
     return out
-
-
-def check_exactly_once(
-    standin: GraphStandin,
-    home: Path,
-    valid: Iterable[str],
-    poison: Iterable[str] = (),
-    *,
-    resent: Iterable[str] = (),
-    event_name: str = "Purchase",
-) -> dict[str, str]:
-    """The reliability invariant; returns the ledger's states.
-
-    - no event received twice, unless it was deliberately resent (`resent`);
-    - no valid event lost: received by Meta, or `uncertain` in the ledger;
-    - the ledger matches what Meta saw: sent => received; rejected/failed => not received;
-      nothing left in_flight after a run that ended.
-    """
-    resent = set(resent)
-    states = ledger_states(home)
-    doubled = {key: n for key, n in standin.received.items() if n > 1 and key[1] not in resent}
-    assert doubled == {}, f"received twice: {doubled}"
-    assert all(n <= 2 for n in standin.received.values())
-    received = {event_id for (name, event_id) in standin.received if name == event_name}
-    lost = [i for i in valid if i not in received and states.get(i) != "uncertain"]
-    assert lost == [], f"lost (not received, not uncertain): {[(i, states.get(i)) for i in lost]}"
-    for event_id, state in states.items():
-        assert state != "in_flight", f"{event_id} left in_flight"
-        if state == "sent":
-            assert event_id in received, f"{event_id}: ledger says sent, Meta never got it"
-        if state in ("rejected", "failed"):
-            assert event_id not in received, f"{event_id}: ledger says {state}, Meta counted it"
-    for event_id in poison:
-        assert event_id not in received
-        assert states.get(event_id) in ("rejected", "uncertain"), (event_id, states.get(event_id))
-    return states
 
 
 # -- one case -----------------------------------------------------------------------------------------

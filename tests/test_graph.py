@@ -1,4 +1,4 @@
-# ruff: noqa: F811  (pytest fixtures imported from graph_fixtures)
+# ruff: noqa: F811  (pytest fixtures imported from support.graph)
 """The Graph client against a real HTTP stand-in on 127.0.0.1: every kind of answer is classified."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from capi_cli.sandbox.server import (
     Fault,
     GraphStandin,
 )
-from graph_fixtures import APP_SECRET, DATASET, TOKEN, graph, make_client, payload  # noqa: F401
+from support.graph import APP_SECRET, DATASET, TOKEN, graph, make_client, payload  # noqa: F401
 
 
 def events(n: int, prefix: str = "e") -> list[dict]:

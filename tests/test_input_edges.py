@@ -15,7 +15,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from capi_cli.cli.app import app
-from send_helpers import write_events_csv
+from support.sending import write_events_csv
 
 
 def run(runner: CliRunner, *args: str):  # type: ignore[no-untyped-def]

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 from capi_cli.sandbox.server import GraphStandin
-from send_helpers import DATASET, TOKEN, ledger_states, send_env, write_events_csv
-from test_fault_matrix import check_exactly_once
+from support.sending import DATASET, TOKEN, check_exactly_once, ledger_states, send_env, write_events_csv
 
 SEED = int(os.environ.get("CAPI_CAMPAIGN_SEED") or random.randrange(1 << 30))
 

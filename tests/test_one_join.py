@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from capi_cli.sandbox.server import GraphStandin
-from send_helpers import DATASET, TOKEN, send_env
+from support.sending import DATASET, TOKEN, send_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPI = [sys.executable, "-m", "capi_cli"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from capi_cli.sandbox.server import GraphStandin
-from send_helpers import DATASET, TOKEN, send_env, write_events_csv
+from support.sending import DATASET, TOKEN, send_env, write_events_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPI = [sys.executable, "-m", "capi_cli"]

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from capi_cli.sandbox.server import GraphStandin
-from send_helpers import DATASET, TOKEN, ledger_states, send_env, write_events_csv
+from support.sending import DATASET, TOKEN, ledger_states, send_env, write_events_csv
 
 CAPI = [sys.executable, "-m", "capi_cli"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from sandbox_process import running_sandbox
-from send_helpers import DATASET, TOKEN, send_env, write_events_csv
+from support.sandbox_process import running_sandbox
+from support.sending import DATASET, TOKEN, send_env, write_events_csv
 
 CAPI = [sys.executable, "-m", "capi_cli"]
 

@@ -14,7 +14,7 @@ import pytest
 from capi_cli.cli.app import app
 from capi_cli.ledger import Ledger
 from capi_cli.sandbox.server import RESET_AFTER, RESET_BEFORE, SLOW, TRANSIENT, GraphStandin
-from send_helpers import (
+from support.sending import (
     APP_SECRET,
     DATASET,
     TOKEN,

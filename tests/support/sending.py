@@ -6,7 +6,12 @@ from __future__ import annotations
 import csv
 import os
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from capi_cli.sandbox.server import GraphStandin
 
 TOKEN = "EAAG-RECOGNISABLE-TOKEN-5f3c9a"
 APP_SECRET = "APP-SECRET-RECOGNISABLE-77e1"
@@ -62,3 +67,39 @@ def assert_exactly_once(standin, home: Path, ids: list[str], event_name: str = "
         )
         if states.get(event_id) == "sent":
             assert event_id in received, f"{event_id}: ledger says sent, Meta never got it"
+
+
+def check_exactly_once(
+    standin: GraphStandin,
+    home: Path,
+    valid: Iterable[str],
+    poison: Iterable[str] = (),
+    *,
+    resent: Iterable[str] = (),
+    event_name: str = "Purchase",
+) -> dict[str, str]:
+    """The reliability invariant; returns the ledger's states.
+
+    - no event received twice, unless it was deliberately resent (`resent`);
+    - no valid event lost: received by Meta, or `uncertain` in the ledger;
+    - the ledger matches what Meta saw: sent => received; rejected/failed => not received;
+      nothing left in_flight after a run that ended.
+    """
+    resent = set(resent)
+    states = ledger_states(home)
+    doubled = {key: n for key, n in standin.received.items() if n > 1 and key[1] not in resent}
+    assert doubled == {}, f"received twice: {doubled}"
+    assert all(n <= 2 for n in standin.received.values())
+    received = {event_id for (name, event_id) in standin.received if name == event_name}
+    lost = [i for i in valid if i not in received and states.get(i) != "uncertain"]
+    assert lost == [], f"lost (not received, not uncertain): {[(i, states.get(i)) for i in lost]}"
+    for event_id, state in states.items():
+        assert state != "in_flight", f"{event_id} left in_flight"
+        if state == "sent":
+            assert event_id in received, f"{event_id}: ledger says sent, Meta never got it"
+        if state in ("rejected", "failed"):
+            assert event_id not in received, f"{event_id}: ledger says {state}, Meta counted it"
+    for event_id in poison:
+        assert event_id not in received
+        assert states.get(event_id) in ("rejected", "uncertain"), (event_id, states.get(event_id))
+    return states
