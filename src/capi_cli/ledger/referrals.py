@@ -16,7 +16,14 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
-from capi_cli.ledger.schema import REFERRAL_COLUMNS
+from capi_cli.ledger.schema import REFERRAL_COLUMNS, SQL_CHUNK
+
+
+# The stored columns of REFERRAL_COLUMNS, in its order (`ts` is the record's `timestamp`).
+_COLUMNS = (
+    "channel, ctwa_clid, ad_id, source_type, source_url, ref, user_id, wa_id, bsuid, "
+    "business_id, phone_number_id, message_id, ts, kind, origin"
+)
 
 
 def phone_digits(value: str) -> str | None:
@@ -91,10 +98,7 @@ class ReferralStore:
                     already += 1
         return new, already
 
-    _SELECT_REFERRALS = (
-        "SELECT channel, ctwa_clid, ad_id, source_type, source_url, ref, user_id, wa_id, bsuid, "
-        "business_id, phone_number_id, message_id, ts, kind, origin FROM referrals"
-    )
+    _SELECT_REFERRALS = f"SELECT {_COLUMNS} FROM referrals"
 
     def _referrals(self, where: str, params: Sequence[Any], limit: int | None = None) -> list[dict[str, Any]]:
         sql = f"{self._SELECT_REFERRALS}{where} ORDER BY ts DESC, message_key"
@@ -136,36 +140,118 @@ class ReferralStore:
         return self._referrals(f" WHERE {clause}", params)
 
     def latest_whatsapp_referral(self, user: str, at: int, window_seconds: int) -> dict[str, Any] | None:
-        clause, params = _user_clause(user)
-        found = self._referrals(
-            f" WHERE channel = 'whatsapp' AND ctwa_clid IS NOT NULL AND ts BETWEEN ? AND ? AND {clause}",
-            [at - window_seconds, at, *params],
-            limit=1,
-        )
-        return found[0] if found else None
+        return self.latest_whatsapp_referrals([((user,), at)], window_seconds)[0]
+
+    def latest_whatsapp_referrals(
+        self, asks: Sequence[tuple[Sequence[str], int]], window_seconds: int
+    ) -> list[dict[str, Any] | None]:
+        """For each (users, at): the most recent stored WhatsApp referral with a click id of the
+        first of `users` that has one in [at - window, at] (ties: the smallest message key), else
+        None. One indexed range query per SQL_CHUNK customer keys, however many asks: the cost
+        follows the number of orders, not the number of stored referrals."""
+        keys_of = {user: customer_keys(user) for users, _ in asks for user in users}
+        if not keys_of:
+            return [None] * len(asks)
+        low = min(at for _, at in asks) - window_seconds
+        high = max(at for _, at in asks)
+        found = self._whatsapp_history(sorted({k for keys in keys_of.values() for k in keys}), low, high)
+        answers: list[dict[str, Any] | None] = []
+        for users, at in asks:
+            answers.append(_latest(found, keys_of, users, at - window_seconds, at))
+        return answers
+
+    def _whatsapp_history(self, keys: list[str], low: int, high: int) -> dict[str, list[dict[str, Any]]]:
+        """Every WhatsApp referral with a click id in [low, high] of each customer key, newest
+        first (ties: smallest message key). Index range scans on the normalised key, then on the
+        BSUID of referrals that also carry a phone; plain SQL, the same on PostgreSQL."""
+        by_key: dict[str, dict[str, dict[str, Any]]] = {}
+        for start in range(0, len(keys), SQL_CHUNK):
+            chunk = keys[start:start + SQL_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows: list[tuple[Any, ...]] = []
+            with self._lock, self._errors():
+                for column in ("user_key", "bsuid"):
+                    rows += self._conn.execute(
+                        f"SELECT {_COLUMNS}, user_key, message_key FROM referrals WHERE {column} IN ({marks}) "
+                        "AND channel = 'whatsapp' AND ts BETWEEN ? AND ? AND ctwa_clid IS NOT NULL",
+                        [*chunk, low, high],
+                    ).fetchall()
+            wanted = set(chunk)
+            for row in rows:
+                record = dict(zip(REFERRAL_COLUMNS, row, strict=False))
+                record["_key"] = row[-1]
+                for key in {row[-2], record["bsuid"]}:
+                    if key in wanted:
+                        by_key.setdefault(key, {})[row[-1]] = record
+        return {key: sorted(records.values(), key=_newest_first) for key, records in by_key.items()}
 
     def account_for_user(self, channel: str, user_id: str) -> str | None:
-        with self._lock, self._errors():
-            row = self._conn.execute(
-                "SELECT business_id FROM referrals WHERE channel = ? AND user_id = ? "
-                "AND business_id IS NOT NULL ORDER BY ts DESC LIMIT 1",
-                (channel, user_id.strip()),
-            ).fetchone()
-        return row[0] if row else None
+        return self.accounts_for_users(channel, [user_id]).get(user_id.strip())
+
+    def accounts_for_users(self, channel: str, users: Iterable[str]) -> dict[str, str]:
+        """The business id (page / Instagram account) of the most recent referral of each user on
+        `channel` that names one; users without one are left out."""
+        wanted = sorted({u.strip() for u in users})
+        best: dict[str, tuple[int, str]] = {}
+        for start in range(0, len(wanted), SQL_CHUNK):
+            chunk = wanted[start:start + SQL_CHUNK]
+            with self._lock, self._errors():
+                rows = self._conn.execute(
+                    f"SELECT user_key, ts, business_id FROM referrals WHERE user_key IN ({','.join('?' * len(chunk))}) "
+                    "AND channel = ? AND business_id IS NOT NULL",
+                    [*chunk, channel],
+                ).fetchall()
+            for user, ts, business_id in rows:
+                rank = (ts if ts is not None else -(2**62), business_id)
+                if user not in best or rank > best[user]:
+                    best[user] = rank
+        return {user: rank[1] for user, rank in best.items()}
+
+
+def customer_keys(user: str) -> tuple[str, ...]:
+    """The normalised customer keys a user written any way may be stored under: the text itself
+    (a BSUID, PSID or IGSID) and, when it reads as a phone, the hash of its digits."""
+    text = user.strip()
+    digits = phone_digits(text)
+    if digits:
+        hashed = phone_key(digits)
+        return (text, hashed) if hashed != text else (text,)
+    return (text,)
+
+
+def _newest_first(record: Mapping[str, Any]) -> tuple[int, str]:
+    return -record["timestamp"], record["_key"]
+
+
+def _latest(
+    found: Mapping[str, list[dict[str, Any]]],
+    keys_of: Mapping[str, tuple[str, ...]],
+    users: Sequence[str],
+    low: int,
+    high: int,
+) -> dict[str, Any] | None:
+    """The first of `users` with a referral in [low, high]: its newest (histories are newest first)."""
+    for user in users:
+        best: dict[str, Any] | None = None
+        for key in keys_of[user]:
+            for record in found.get(key, ()):
+                if record["timestamp"] <= high:
+                    if record["timestamp"] >= low and (best is None or _newest_first(record) < _newest_first(best)):
+                        best = record
+                    break
+        if best is not None:
+            out = {k: v for k, v in best.items() if k != "_key"}
+            out["timestamp"] = iso_z(out["timestamp"])
+            return out
+    return None
 
 
 def _user_clause(user: str) -> tuple[str, list[Any]]:
-    """Match a user however it was written: phone digits, BSUID, PSID or IGSID."""
-    text = user.strip()
-    keys = {text}
-    digits = phone_digits(text)
-    if digits:
-        keys.add(phone_key(digits))
+    """Match a user however it was written: phone digits, BSUID, PSID or IGSID, by the normalised
+    customer key (`user_key`) or, for a WhatsApp referral that also carries a phone, its BSUID."""
+    keys = customer_keys(user)
     marks = ",".join("?" * len(keys))
-    return (
-        f"(user_key IN ({marks}) OR wa_id IN ({marks}) OR bsuid IN ({marks}))",
-        [*keys, *keys, *keys],
-    )
+    return f"(user_key IN ({marks}) OR bsuid IN ({marks}))", [*keys, *keys]
 
 
 def _referral_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
