@@ -18,7 +18,6 @@ from typing import Any
 
 from capi_cli.ledger.schema import REFERRAL_COLUMNS, SQL_CHUNK
 
-
 # The stored columns of REFERRAL_COLUMNS, in its order (`ts` is the record's `timestamp`).
 _COLUMNS = (
     "channel, ctwa_clid, ad_id, source_type, source_url, ref, user_id, wa_id, bsuid, "
