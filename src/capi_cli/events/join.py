@@ -60,9 +60,9 @@ class BatchedJoin:
                     asks[(user, at)] = None
             elif channel in _ACCOUNT_FIELDS:
                 user_field, account_field = _ACCOUNT_FIELDS[channel]
-                user = first_value(record.get(user_field))
-                if user is not None and first_value(record.get(account_field)) is None:
-                    users[channel].add(user.strip())
+                customer = first_value(record.get(user_field))
+                if customer is not None and first_value(record.get(account_field)) is None:
+                    users[channel].add(customer)
         window = builder.window_seconds
         questions = list(asks)
         answers = self.store.latest_whatsapp_referrals([((user,), at) for user, at in questions], window)
