@@ -153,36 +153,39 @@ class ReferralStore:
             return [None] * len(asks)
         low = min(at for _, at in asks) - window_seconds
         high = max(at for _, at in asks)
-        found = self._whatsapp_history(sorted({k for keys in keys_of.values() for k in keys}), low, high)
-        answers: list[dict[str, Any] | None] = []
-        for users, at in asks:
-            answers.append(_latest(found, keys_of, users, at - window_seconds, at))
-        return answers
+        found = self._whatsapp_history(keys_of.values(), low, high)
+        return [_latest(found, keys_of, users, at - window_seconds, at) for users, at in asks]
 
-    def _whatsapp_history(self, keys: list[str], low: int, high: int) -> dict[str, list[dict[str, Any]]]:
+    def _whatsapp_history(self, keys_of: Iterable[tuple[str, ...]], low: int, high: int) -> dict[str, list[_Dated]]:
         """Every WhatsApp referral with a click id in [low, high] of each customer key, newest
-        first (ties: smallest message key). Index range scans on the normalised key, then on the
-        BSUID of referrals that also carry a phone; plain SQL, the same on PostgreSQL."""
-        by_key: dict[str, dict[str, dict[str, Any]]] = {}
-        for start in range(0, len(keys), SQL_CHUNK):
-            chunk = keys[start:start + SQL_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows: list[tuple[Any, ...]] = []
-            with self._lock, self._errors():
-                for column in ("user_key", "bsuid"):
-                    rows += self._conn.execute(
-                        f"SELECT {_COLUMNS}, user_key, message_key FROM referrals WHERE {column} IN ({marks}) "
-                        "AND channel = 'whatsapp' AND ts BETWEEN ? AND ? AND ctwa_clid IS NOT NULL",
+        first (ties: smallest message key). Index range scans on the normalised key, and on the
+        BSUID for the users as written (a referral with a phone has its BSUID there, and a hash is
+        never a BSUID). Plain SQL: the same statements run on PostgreSQL."""
+        texts = sorted({keys[0] for keys in keys_of})
+        every = sorted({key for keys in keys_of for key in keys})
+        by_key: dict[str, dict[str, _Dated]] = {}
+        seen: dict[str, _Dated] = {}
+        for column, keys in (("user_key", every), ("bsuid", texts)):
+            for start in range(0, len(keys), SQL_CHUNK):
+                chunk = keys[start:start + SQL_CHUNK]
+                with self._lock, self._errors():
+                    rows = self._conn.execute(
+                        f"SELECT {_COLUMNS}, user_key, message_key FROM referrals WHERE {column} IN "
+                        f"({','.join('?' * len(chunk))}) AND channel = 'whatsapp' AND ts BETWEEN ? AND ? "
+                        "AND ctwa_clid IS NOT NULL",
                         [*chunk, low, high],
                     ).fetchall()
-            wanted = set(chunk)
-            for row in rows:
-                record = dict(zip(REFERRAL_COLUMNS, row, strict=False))
-                record["_key"] = row[-1]
-                for key in {row[-2], record["bsuid"]}:
-                    if key in wanted:
-                        by_key.setdefault(key, {})[row[-1]] = record
-        return {key: sorted(records.values(), key=_newest_first) for key, records in by_key.items()}
+                for row in rows:
+                    message_key = row[-1]
+                    dated = seen.get(message_key)
+                    if dated is None:
+                        record = dict(zip(REFERRAL_COLUMNS, row, strict=False))
+                        ts = record["timestamp"]
+                        record["timestamp"] = iso_z(ts)
+                        dated = seen[message_key] = (-ts, message_key, record)
+                    key = row[-2] if column == "user_key" else row[8]
+                    by_key.setdefault(key, {})[message_key] = dated
+        return {key: sorted(records.values()) for key, records in by_key.items()}
 
     def account_for_user(self, channel: str, user_id: str) -> str | None:
         return self.accounts_for_users(channel, [user_id]).get(user_id.strip())
@@ -211,19 +214,20 @@ def customer_keys(user: str) -> tuple[str, ...]:
     """The normalised customer keys a user written any way may be stored under: the text itself
     (a BSUID, PSID or IGSID) and, when it reads as a phone, the hash of its digits."""
     text = user.strip()
-    digits = phone_digits(text)
+    # Digits as EventBuilder gives a phone are the common case: no regex for them.
+    digits = text if text.isdigit() and not text.startswith("00") else phone_digits(text)
     if digits:
         hashed = phone_key(digits)
         return (text, hashed) if hashed != text else (text,)
     return (text,)
 
 
-def _newest_first(record: Mapping[str, Any]) -> tuple[int, str]:
-    return -record["timestamp"], record["_key"]
+# A referral in a customer's history: (-ts, message key, the record); sorting gives newest first.
+_Dated = tuple[int, str, dict[str, Any]]
 
 
 def _latest(
-    found: Mapping[str, list[dict[str, Any]]],
+    found: Mapping[str, list[_Dated]],
     keys_of: Mapping[str, tuple[str, ...]],
     users: Sequence[str],
     low: int,
@@ -231,17 +235,15 @@ def _latest(
 ) -> dict[str, Any] | None:
     """The first of `users` with a referral in [low, high]: its newest (histories are newest first)."""
     for user in users:
-        best: dict[str, Any] | None = None
+        best: _Dated | None = None
         for key in keys_of[user]:
-            for record in found.get(key, ()):
-                if record["timestamp"] <= high:
-                    if record["timestamp"] >= low and (best is None or _newest_first(record) < _newest_first(best)):
-                        best = record
+            for dated in found.get(key, ()):
+                if -dated[0] <= high:
+                    if -dated[0] >= low and (best is None or dated[:2] < best[:2]):
+                        best = dated
                     break
         if best is not None:
-            out = {k: v for k, v in best.items() if k != "_key"}
-            out["timestamp"] = iso_z(out["timestamp"])
-            return out
+            return best[2]
     return None
 
 
