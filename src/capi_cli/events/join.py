@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 from capi_cli.events.build import EventBuilder, Head
 from capi_cli.events.fields import first_value
-from capi_cli.events.normalize import NORMALIZERS, FieldError, is_hashed
 
 # Messenger / Instagram: the customer's id field and the account field a stored referral fills.
 _ACCOUNT_FIELDS = {"messenger": ("page_scoped_user_id", "page_id"), "instagram": ("ig_sid", "ig_account_id")}
@@ -91,26 +90,13 @@ class BatchedJoin:
 
 def whatsapp_candidates(builder: EventBuilder, record: dict[str, Any]) -> list[str]:
     """The users EventBuilder.body looks a WhatsApp record up by, in its order: the wa_id, the
-    phone as `ph` normalizes it (the first value that normalizes, as body hashes it), the BSUID."""
+    phone as `ph` normalizes it (the first value that normalizes, as body hashes it), the BSUID.
+
+    The phone is normalized and hashed here through the builder's own cache, where body finds
+    it: each phone is normalized once, not once here and once again in body."""
     raw = record["ph"] if "ph" in record else record.get("wa_id")
     phone: str | None = None
     if raw is not None:
-        normalize = NORMALIZERS["ph"]
-        for value in _values(raw):
-            text = value.strip()
-            if len(text) == 64 and is_hashed(text):
-                continue
-            try:
-                phone = normalize(text, builder.default_country)
-            except FieldError:
-                continue
-            break
+        builder._digests.setdefault("ph", {})
+        phone = builder._hash_field("ph", raw, builder.default_country, [])[1]
     return builder._whatsapp_users(record, phone)  # the same list body asks for
-
-
-def _values(value: Any) -> list[str]:
-    """Several values of one field as body reads them: a list, or `a|b` in a CSV cell."""
-    if isinstance(value, list | tuple):
-        return [str(v) for v in value if v is not None and str(v).strip()]
-    text = value if type(value) is str else str(value)
-    return [part for part in text.split("|") if part.strip()] if "|" in text else [text]

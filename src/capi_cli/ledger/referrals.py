@@ -45,7 +45,7 @@ def phone_key(digits: str) -> str:
 def iso_z(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))  # half datetime's cost: a join makes many
 
 
 def parse_iso_z(value: Any) -> int | None:
@@ -67,7 +67,7 @@ class ReferralStore:
 
     _conn: sqlite3.Connection
     _lock: threading.RLock
-    _store_cache = False
+    _store_cache = False  # the connection's page cache was enlarged (_large_cache)
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError
@@ -81,11 +81,7 @@ class ReferralStore:
         now = time.time()
         rows = [(*_referral_row(record), now) for record in records]
         with self._tx() as conn:
-            if not self._store_cache:
-                # The customer index takes random keys (hashes): with SQLite's default 2 MB page
-                # cache, storing into a large table reads and writes a page per referral.
-                conn.execute(f"PRAGMA cache_size = -{SEND_CACHE_KIB}")
-                self._store_cache = True
+            self._large_cache()
             before = conn.total_changes
             # One prepared statement for the chunk, in one transaction.
             conn.executemany(
@@ -99,6 +95,15 @@ class ReferralStore:
             )
             new = conn.total_changes - before
         return new, len(rows) - new
+
+    def _large_cache(self) -> None:
+        """The customer index is keyed by hashes, so stores and lookups land on random pages: with
+        SQLite's default 2 MB page cache, a large table costs a disk read per referral."""
+        if not self._store_cache:
+            with self._lock, self._errors():
+                self._conn.execute(f"PRAGMA cache_size = -{SEND_CACHE_KIB}")
+                self._conn.execute("PRAGMA mmap_size = 1073741824")
+            self._store_cache = True
 
     _SELECT_REFERRALS = f"SELECT {_COLUMNS} FROM referrals"
 
@@ -164,8 +169,11 @@ class ReferralStore:
         first (ties: smallest message key). Index range scans on the normalised key, and on the
         BSUID for the users as written (a referral with a phone has its BSUID there, and a hash is
         never a BSUID). Plain SQL: the same statements run on PostgreSQL."""
-        texts = sorted({keys[0] for keys in keys_of})
-        every = sorted({key for keys in keys_of for key in keys})
+        # A WhatsApp phone is stored hashed (and a BSUID is never all digits): digits as written
+        # are looked up by their hash alone.
+        texts = sorted({keys[0] for keys in keys_of if not keys[0].isdigit()})
+        every = sorted({key for keys in keys_of for key in keys if not key.isdigit()})
+        self._large_cache()
         by_key: dict[str, dict[str, _Dated]] = {}
         seen: dict[str, _Dated] = {}
         for column, keys in (("user_key", every), ("bsuid", texts)):
