@@ -25,6 +25,12 @@ _COLUMNS = (
 )
 
 
+# What the join answers of a referral: its identity and what an event takes from it (the click
+# id and the WABA); the columns read are fewer than a full record's, for a lookup per order.
+_JOINED = ("channel", "ctwa_clid", "ad_id", "bsuid", "business_id", "message_id", "ts")
+_JOINED_KEYS = (*_JOINED[:-1], "timestamp")
+
+
 def phone_digits(value: str) -> str | None:
     """Digits of a phone however it was written (`+90 532 123 45 67`, `0090...`); None if not a phone."""
     text = value.strip()
@@ -154,8 +160,9 @@ class ReferralStore:
     ) -> list[dict[str, Any] | None]:
         """For each (users, at): the most recent stored WhatsApp referral with a click id of the
         first of `users` that has one in [at - window, at] (ties: the smallest message key), else
-        None. One indexed range query per SQL_CHUNK customer keys, however many asks: the cost
-        follows the number of orders, not the number of stored referrals."""
+        None; as {channel, ctwa_clid, ad_id, bsuid, business_id, message_id, timestamp}. One
+        indexed range query per SQL_CHUNK customer keys, however many asks: the cost follows the
+        number of orders, not the number of stored referrals."""
         keys_of = {user: customer_keys(user) for users, _ in asks for user in users}
         if not keys_of:
             return [None] * len(asks)
@@ -181,7 +188,7 @@ class ReferralStore:
                 chunk = keys[start:start + SQL_CHUNK]
                 with self._lock, self._errors():
                     rows = self._conn.execute(
-                        f"SELECT {_COLUMNS}, user_key, message_key FROM referrals WHERE {column} IN "
+                        f"SELECT {', '.join(_JOINED)}, user_key, message_key FROM referrals WHERE {column} IN "
                         f"({','.join('?' * len(chunk))}) AND channel = 'whatsapp' AND ts BETWEEN ? AND ? "
                         "AND ctwa_clid IS NOT NULL",
                         [*chunk, low, high],
@@ -190,11 +197,11 @@ class ReferralStore:
                     message_key = row[-1]
                     dated = seen.get(message_key)
                     if dated is None:
-                        record = dict(zip(REFERRAL_COLUMNS, row, strict=False))
+                        record = dict(zip(_JOINED_KEYS, row, strict=False))
                         ts = record["timestamp"]
                         record["timestamp"] = iso_z(ts)
                         dated = seen[message_key] = (-ts, message_key, record)
-                    key = row[-2] if column == "user_key" else row[8]
+                    key = row[-2] if column == "user_key" else row[3]  # _JOINED: bsuid
                     by_key.setdefault(key, {})[message_key] = dated
         return {key: sorted(records.values()) for key, records in by_key.items()}
 
