@@ -181,7 +181,7 @@ class ReferralStore:
         texts = sorted({keys[0] for keys in keys_of if not keys[0].isdigit()})
         every = sorted({key for keys in keys_of for key in keys if not key.isdigit()})
         self._large_cache()
-        by_key: dict[str, dict[str, _Dated]] = {}
+        by_key: dict[str, list[_Dated]] = {}
         seen: dict[str, _Dated] = {}
         for column, keys in (("user_key", every), ("bsuid", texts)):
             for start in range(0, len(keys), SQL_CHUNK):
@@ -202,8 +202,15 @@ class ReferralStore:
                         record["timestamp"] = iso_z(ts)
                         dated = seen[message_key] = (-ts, message_key, record)
                     key = row[-2] if column == "user_key" else row[3]  # _JOINED: bsuid
-                    by_key.setdefault(key, {})[message_key] = dated
-        return {key: sorted(records.values()) for key, records in by_key.items()}
+                    history = by_key.get(key)
+                    if history is None:
+                        by_key[key] = [dated]
+                    elif dated not in history:  # found by its user_key and its BSUID alike
+                        history.append(dated)
+        for history in by_key.values():
+            if len(history) > 1:
+                history.sort()
+        return by_key
 
     def account_for_user(self, channel: str, user_id: str) -> str | None:
         return self.accounts_for_users(channel, [user_id]).get(user_id.strip())
