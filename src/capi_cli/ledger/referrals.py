@@ -73,7 +73,7 @@ class ReferralStore:
 
     _conn: sqlite3.Connection
     _lock: threading.RLock
-    _store_cache = False  # the connection's page cache was enlarged (_large_cache)
+    _cache_enlarged = False  # the connection's page cache (_large_cache)
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError
@@ -105,11 +105,10 @@ class ReferralStore:
     def _large_cache(self) -> None:
         """The customer index is keyed by hashes, so stores and lookups land on random pages: with
         SQLite's default 2 MB page cache, a large table costs a disk read per referral."""
-        if not self._store_cache:
+        if not self._cache_enlarged:
             with self._lock, self._errors():
                 self._conn.execute(f"PRAGMA cache_size = -{SEND_CACHE_KIB}")
-                self._conn.execute("PRAGMA mmap_size = 1073741824")
-            self._store_cache = True
+            self._cache_enlarged = True
 
     _SELECT_REFERRALS = f"SELECT {_COLUMNS} FROM referrals"
 
