@@ -1,7 +1,8 @@
 """capi's performance targets (SPEC §9), each as a ratio measured in this one run, on this machine.
 
     .venv/bin/python bench/run.py                 # full sizes: 1,000,000 rows, 100,000 events sent
-    .venv/bin/python bench/run.py --quick         # CI: 40,000 rows, 20,000 events, 1 repetition (< 60 s)
+    .venv/bin/python bench/run.py --quick         # CI: 40,000 rows, 20,000 events, 1 repetition (< 60 s;
+                                                  # store and join add ~15 s)
     .venv/bin/python bench/run.py --rows 200000 --only dryrun --only memory
 
 Measurements (every one in a subprocess, the median of --repeat runs; a ratio of two commands is the
