@@ -28,7 +28,6 @@ _COLUMNS = (
 # What the join answers of a referral: its identity and what an event takes from it (the click
 # id and the WABA); the columns read are fewer than a full record's, for a lookup per order.
 _JOINED = ("channel", "ctwa_clid", "ad_id", "bsuid", "business_id", "message_id", "ts")
-_JOINED_KEYS = (*_JOINED[:-1], "timestamp")
 
 
 def phone_digits(value: str) -> str | None:
@@ -192,15 +191,16 @@ class ReferralStore:
                         "AND ctwa_clid IS NOT NULL",
                         [*chunk, low, high],
                     ).fetchall()
+                keyed = 7 if column == "user_key" else 3  # the row's user_key, or its bsuid (_JOINED)
                 for row in rows:
-                    message_key = row[-1]
+                    message_key = row[8]
                     dated = seen.get(message_key)
                     if dated is None:
-                        record = dict(zip(_JOINED_KEYS, row, strict=False))
-                        ts = record["timestamp"]
-                        record["timestamp"] = iso_z(ts)
+                        channel, clid, ad_id, bsuid, business_id, message_id, ts = row[:7]
+                        record = {"channel": channel, "ctwa_clid": clid, "ad_id": ad_id, "bsuid": bsuid,
+                                  "business_id": business_id, "message_id": message_id, "timestamp": iso_z(ts)}
                         dated = seen[message_key] = (-ts, message_key, record)
-                    key = row[-2] if column == "user_key" else row[3]  # _JOINED: bsuid
+                    key = row[keyed]
                     history = by_key.get(key)
                     if history is None:
                         by_key[key] = [dated]
