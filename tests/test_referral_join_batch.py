@@ -198,10 +198,11 @@ def test_a_chunk_of_orders_is_one_lookup_not_one_per_order(tmp_path: Path) -> No
 
 def test_a_ledger_from_before_the_customer_index_is_migrated_and_joins(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
-    with sqlite3.connect(path) as conn:  # schema 2, as the previous release left it
-        for script in MIGRATIONS[:2]:
+    index = next(n for n, script in enumerate(MIGRATIONS) if "referrals_customer" in script)
+    with sqlite3.connect(path) as conn:  # the schema just before the customer index
+        for script in MIGRATIONS[:index]:
             conn.executescript(script)
-        conn.execute("PRAGMA user_version = 2")
+        conn.execute(f"PRAGMA user_version = {index}")
     with Ledger.open(path) as ledger:
         ledger.store_referrals([{"channel": "whatsapp", "ctwa_clid": "CLID-1", "wa_id": "919876543210",
                                  "user_id": "919876543210", "business_id": WABA, "message_id": "wamid.1",
