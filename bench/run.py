@@ -1,7 +1,8 @@
 """capi's performance targets (SPEC §9), each as a ratio measured in this one run, on this machine.
 
     .venv/bin/python bench/run.py                 # full sizes: 1,000,000 rows, 100,000 events sent
-    .venv/bin/python bench/run.py --quick         # CI: 40,000 rows, 20,000 events, 1 repetition (< 60 s)
+    .venv/bin/python bench/run.py --quick         # CI: 40,000 rows, 20,000 events, 1 repetition (< 60 s;
+                                                  # store and join add ~15 s)
     .venv/bin/python bench/run.py --rows 200000 --only dryrun --only memory
 
 Measurements (every one in a subprocess, the median of --repeat runs; a ratio of two commands is the
@@ -15,6 +16,10 @@ median of their ratios in back-to-back pairs, so that a slow minute on a shared 
            its own process) against the ideal: requests / concurrency x 300 ms + the dry run: <= 1.3x
   rerun    the same send again, every event already `sent` in the ledger, against the dry run: < 0.5x
   extract  `capi extract-referral LOG --no-store` on a generated webhook log: deliveries/s, peak RSS
+  store    the same extraction with `--store` (into a new ledger each time) against `--no-store`: <= 1.3x
+  join     with 200,000 referrals stored (--referrals), a dry run of the rows where every row is
+           joined by the customer's phone, written as people write phones, against the same export
+           carrying click ids (bench/bench_join.py): <= 1.5x
   startup  `capi --version` against `python -c "import typer"`: <= 1.5x
 
 A missed target is marked MISSED in the table; the exit status is non-zero only when a measurement
@@ -42,8 +47,9 @@ sys.path.insert(0, str(HERE))
 
 from bench_build import generate  # noqa: E402
 from bench_extract import generate as generate_webhooks  # noqa: E402
+from bench_join import generate as generate_join  # noqa: E402
 
-NAMES = ("dryrun", "memory", "send", "rerun", "extract", "startup")
+NAMES = ("dryrun", "memory", "send", "rerun", "extract", "store", "join", "startup")
 LATENCY = 0.3
 STANDIN_DATASET = "1234567890"
 STANDIN_TOKEN = "test-token"
@@ -171,8 +177,11 @@ def machine() -> str:
 
 
 class Bench:
-    def __init__(self, tmp: Path, rows: int, small_rows: int, events: int, repeat: int, webhook_mb: int) -> None:
+    def __init__(self, tmp: Path, rows: int, small_rows: int, events: int, repeat: int, webhook_mb: int,
+                 referrals: int = 200_000) -> None:
         self.tmp = tmp
+        self.referrals = referrals
+        self._log: tuple[Path, int] | None = None
         self.rows = rows
         self.small_rows = small_rows
         self.events = events
@@ -286,17 +295,57 @@ class Bench:
             except subprocess.TimeoutExpired:
                 standin.kill()
 
+    def webhook_log(self) -> tuple[Path, int]:
+        if self._log is None:
+            log = self.tmp / "webhooks.ndjson"
+            started = time.perf_counter()
+            deliveries = generate_webhooks(log, self.webhook_mb)
+            print(f"  generated a {self.webhook_mb} MB webhook log ({deliveries:,} deliveries) "
+                  f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            self._log = (log, deliveries)
+        return self._log
+
     def extract(self) -> None:
-        log = self.tmp / "webhooks.ndjson"
-        started = time.perf_counter()
-        deliveries = generate_webhooks(log, self.webhook_mb)
-        print(f"  generated a {self.webhook_mb} MB webhook log ({deliveries:,} deliveries) "
-              f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        log, deliveries = self.webhook_log()
         result = median_run(capi("extract-referral", str(log), "--no-store", "--format", "ndjson", "-o", os.devnull),
                             self.env, self.repeat)
         rate = deliveries / result.seconds
         self.add(Row(f"extract-referral, {self.webhook_mb} MB log (deliveries/s)", f"{rate:,.0f}",
                      f"peak {result.peak_mb:.0f} MB", None, "< 150 MB", result.peak_mb < 150))
+
+    def store(self) -> None:
+        log, _ = self.webhook_log()
+        home = self.tmp / "store-home"
+        env = {**self.env, "CAPI_HOME": str(home)}
+
+        def extract(*store: str) -> Run:
+            if home.exists():
+                for child in sorted(home.rglob("*"), reverse=True):
+                    child.unlink() if child.is_file() else child.rmdir()
+            return run(capi("extract-referral", str(log), *store, "--format", "ndjson", "-o", os.devnull, "-q"), env)
+
+        without, stored, ratio = paired(lambda: extract("--no-store"), lambda: extract("--store"), self.repeat)
+        self.add(Row(f"extract-referral --store, {self.webhook_mb} MB log (s)", f"{stored.seconds:.2f}",
+                     f"--no-store {without.seconds:.2f}", ratio, "<= 1.3x", ratio <= 1.3))
+
+    def join(self) -> None:
+        directory = self.tmp / "join"
+        directory.mkdir(exist_ok=True)
+        started = time.perf_counter()
+        referral_path, clicks, phones = generate_join(directory, self.referrals, self.rows)
+        home = self.tmp / "join-home"
+        env = {**self.env, "CAPI_HOME": str(home)}
+        run([sys.executable, str(HERE / "bench_join.py"), "--store", str(referral_path), str(home / "ledger.sqlite3")],
+            env)
+        print(f"  generated and stored {self.referrals:,} referrals, {self.rows:,} rows joined by phone "
+              f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+        def dry(path: Path) -> Run:
+            return run(capi("send", "--file", str(path), "--dry-run", "-o", os.devnull, "--no-progress", "-q"), env)
+
+        with_clicks, joined, ratio = paired(lambda: dry(clicks), lambda: dry(phones), self.repeat)
+        self.add(Row(f"join by phone, {self.rows:,} rows, {self.referrals:,} referrals (s)", f"{joined.seconds:.2f}",
+                     f"click ids {with_clicks.seconds:.2f}", ratio, "<= 1.5x", ratio <= 1.5))
 
     def startup(self) -> None:
         times = max(self.repeat * 5, 5)
@@ -325,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, help="events sent (default 100,000; quick 20,000)")
     parser.add_argument("--repeat", type=int, help="runs per measurement, median reported (default 3; quick 1)")
     parser.add_argument("--webhook-mb", type=int, help="size of the webhook log (default 200; quick 10)")
+    parser.add_argument("--referrals", type=int, help="referrals stored for `join` (default 200,000; quick 20,000)")
     parser.add_argument("--only", action="append", choices=NAMES, help="run only this measurement (repeatable)")
     args = parser.parse_args(argv)
     rows = args.rows or (40_000 if args.quick else 1_000_000)
@@ -332,15 +382,16 @@ def main(argv: list[str] | None = None) -> int:
     events = args.events or (20_000 if args.quick else 100_000)
     repeat = args.repeat or (1 if args.quick else 3)
     webhook_mb = args.webhook_mb or (10 if args.quick else 200)
+    referrals = args.referrals or (20_000 if args.quick else 200_000)
     only = set(args.only or NAMES)
 
     print(f"machine: {machine()}")
     print(f"command: {' '.join(['bench/run.py', *(argv if argv is not None else sys.argv[1:])])}")
     print(f"sizes:   {rows:,} rows, {events:,} events sent, {webhook_mb} MB webhook log, "
-          f"median of {repeat} run(s)")
+          f"{referrals:,} referrals, median of {repeat} run(s)")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="capi-bench-") as tmp:
-        bench = Bench(Path(tmp), rows, small_rows, events, repeat, webhook_mb)
+        bench = Bench(Path(tmp), rows, small_rows, events, repeat, webhook_mb, referrals)
         try:
             if "dryrun" in only:
                 bench.dryrun()
@@ -350,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
                 bench.send_and_rerun("send" in only, "rerun" in only)
             if "extract" in only:
                 bench.extract()
+            if "store" in only:
+                bench.store()
+            if "join" in only:
+                bench.join()
             if "startup" in only:
                 bench.startup()
         except BenchError as exc:

@@ -134,20 +134,63 @@ def write_table(
     title: str | None = None,
     stream: Any = None,
 ) -> None:
-    """A rich table on stdout; plain (no colour, no wrapping surprises) when not a terminal."""
+    """A rich table for a person at a terminal; anywhere else (a pipe, a file) a plain ASCII table,
+    written in one pass: rich lays out every cell, which took 11 s for 20,000 referrals."""
+    stream = stream or sys.stdout
+    if not _is_tty(stream):
+        write_plain_table(records, columns, title, stream)
+        return
     from rich.console import Console
     from rich.table import Table
 
-    stream = stream or sys.stdout
-    table = Table(title=title, show_lines=False, header_style="bold" if _is_tty(stream) else None)
+    table = Table(title=title, show_lines=False, header_style="bold")
     for c in columns:
         table.add_column(c, overflow="fold")
     for record in records:
         table.add_row(*["" if record.get(c) is None else str(record.get(c)) for c in columns])
-    width = None if _is_tty(stream) else int(os.environ.get("COLUMNS", "200"))
-    Console(file=stream, no_color=not (_is_tty(stream) and "NO_COLOR" not in os.environ), width=width).print(
-        table
-    )
+    Console(file=stream, no_color="NO_COLOR" in os.environ).print(table)
+
+
+def write_plain_table(
+    records: Iterable[Mapping[str, Any]], columns: Sequence[str], title: str | None = None, stream: Any = None
+) -> None:
+    stream = stream or sys.stdout
+    cells = [[" ".join(str(v).split()) if (v := record.get(c)) is not None else "" for c in columns]
+             for record in records]
+    widths = [max([len(c), *(len(row[n]) for row in cells)]) for n, c in enumerate(columns)]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+\n"
+    if title:
+        stream.write(title + "\n")
+    stream.write(rule + "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |\n" + rule)
+    stream.writelines("| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |\n"
+                      for row in cells)
+    stream.write(rule)
+
+
+# -o FILE without --format: the format its name says, else NDJSON (SPEC §1).
+_FORMAT_BY_EXTENSION = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json", ".csv": "csv"}
+
+
+def file_format(path: str | None, fmt: Format | TableJson | str, given: bool | None) -> str:
+    """The format of a result written to -o FILE: --format when it was given, else the file's
+    extension (.ndjson/.jsonl, .json, .csv), else NDJSON. `given` None: not known, so a table
+    is taken for the default (a table is for a person at a terminal) and any other for a choice."""
+    fmt = str(getattr(fmt, "value", fmt))
+    if path is None or path == "-" or (given if given is not None else fmt != "table"):
+        return fmt
+    return _FORMAT_BY_EXTENSION.get(os.path.splitext(path)[1].lower(), "ndjson")
+
+
+def _format_given() -> bool | None:
+    """Whether this command's --format came from the command line; None when that is not known."""
+    try:
+        from typer._click.core import ParameterSource
+        from typer._click.globals import get_current_context
+    except ImportError:  # a Typer without its own click copy
+        return None
+    ctx = get_current_context(silent=True)
+    source = ctx.get_parameter_source("fmt") if ctx is not None else None
+    return None if source is None else source is ParameterSource.COMMANDLINE
 
 
 def render(
@@ -157,8 +200,12 @@ def render(
     table_columns: Sequence[str] | None = None,
     stream: Any = None,
 ) -> None:
-    """Render a list of records in the chosen format; `columns` are the stable JSON/CSV keys."""
+    """Render a list of records in the chosen format; `columns` are the stable JSON/CSV keys.
+    To an -o FILE without --format, in the format its name says (file_format)."""
     fmt = getattr(fmt, "value", fmt)
+    path = getattr(stream, "capi_path", None)
+    if path is not None:
+        fmt = file_format(path, fmt, _format_given())
     if fmt == "json":
         write_json([{c: r.get(c) for c in columns} for r in records], stream)
     elif fmt == "ndjson":
@@ -179,4 +226,6 @@ def open_output(path: str | None) -> Any:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError as exc:
         raise UsageError(f"{path}: cannot write output: {exc.strerror}") from None
-    return os.fdopen(fd, "w", encoding="utf-8", newline="")
+    stream = os.fdopen(fd, "w", encoding="utf-8", newline="")
+    stream.capi_path = path  # type: ignore[attr-defined]  # render picks a file's format from its name (file_format)
+    return stream

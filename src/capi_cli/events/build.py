@@ -261,6 +261,8 @@ class EventBuilder:
                 hit = cache.get((raw, context) if context is not None else raw)
                 if hit is not None and hit[0] is not None:
                     user_data[field] = [hit[0]]
+                    if field == "ph":  # cached by the referral join (events.join), which needs it too
+                        phone = hit[1]
                     continue
             hashes, normalized = self._hash_field(field, raw, context, errors)
             if hashes:

@@ -412,7 +412,9 @@ class _Worker:
                 ledgers[path] = Ledger.open(path)
             return ledgers[path]
 
-        referrals = ledger(config["referrals"]) if config.get("referrals") else None
+        from capi_cli.events.pipeline import batched
+
+        referrals = batched(ledger(config["referrals"])) if config.get("referrals") else None
         sent = config.get("sent")
         self.sent_among: Callable[[list[tuple[str, str]]], set[tuple[str, str]]] | None = None
         if sent:

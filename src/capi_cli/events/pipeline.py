@@ -147,6 +147,16 @@ def referral_store(settings: Any) -> Any:
     return Ledger.open(location)
 
 
+def batched(referrals: Any) -> Any:
+    """The referral store as the builder should ask it: a chunk of records at a time when the
+    store can answer batches (the ledger), else as it is."""
+    if referrals is None or not hasattr(referrals, "latest_whatsapp_referrals"):
+        return referrals
+    from capi_cli.events.join import BatchedJoin
+
+    return BatchedJoin(referrals)
+
+
 def _bound(value: When, now: float, builder: EventBuilder, option: str) -> int | None:
     if value is None:
         return None
@@ -209,7 +219,7 @@ class Stager:
         The ledger is asked once or twice per chunk, not once per record."""
         stage = self.stage
         if sent_among is None:
-            return [stage(raw) for raw in raws]
+            return self._joined([stage(raw) for raw in raws])
         keys: list[tuple[str, str] | None] = [None] * len(raws)
         unknowns: list[Sequence[str]] = [()] * len(raws)
         if self.since is None and self.until is None:  # else the time decides first (OUT before SENT)
@@ -233,6 +243,14 @@ class Stager:
             for number, item in enumerate(staged):
                 if item[0] == ROW and keys[number] is None and (item[2].event_name, item[2].event_id) in sent:
                     staged[number] = (SENT, *item[1:])
+        return self._joined(staged)
+
+    def _joined(self, staged: list[Staged]) -> list[Staged]:
+        """Ask the ledger at once for the referrals of the records whose bodies come next
+        (events.join): one batched lookup per chunk, not one query per record."""
+        prefetch = getattr(self.builder.referrals, "prefetch", None)
+        if prefetch is not None:
+            prefetch(self.builder, [(item[2], item[4]) for item in staged if item[0] == ROW])
         return staged
 
 
@@ -298,7 +316,7 @@ def iter_events(
     now = options.now if options.now is not None else clock.now()
     days = options.attribution_window_days or getattr(settings, "attribution_window_days", 7) or 7
     window = int(days * 86400)
-    builder = EventBuilder(settings, now=now, window_seconds=window, referrals=referrals,
+    builder = EventBuilder(settings, now=now, window_seconds=window, referrals=batched(referrals),
                            date_format=inputs.date_format)
     since = _bound(options.since, now, builder, "--since")
     until = _bound(options.until, now, builder, "--until")

@@ -16,7 +16,18 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
-from capi_cli.ledger.schema import REFERRAL_COLUMNS
+from capi_cli.ledger.schema import REFERRAL_COLUMNS, SEND_CACHE_KIB, SQL_CHUNK
+
+# The stored columns of REFERRAL_COLUMNS, in its order (`ts` is the record's `timestamp`).
+_COLUMNS = (
+    "channel, ctwa_clid, ad_id, source_type, source_url, ref, user_id, wa_id, bsuid, "
+    "business_id, phone_number_id, message_id, ts, kind, origin"
+)
+
+
+# What the join answers of a referral: its identity and what an event takes from it (the click
+# id and the WABA); the columns read are fewer than a full record's, for a lookup per order.
+_JOINED = ("channel", "ctwa_clid", "ad_id", "bsuid", "business_id", "message_id", "ts")
 
 
 def phone_digits(value: str) -> str | None:
@@ -39,7 +50,7 @@ def phone_key(digits: str) -> str:
 def iso_z(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))  # half datetime's cost: a join makes many
 
 
 def parse_iso_z(value: Any) -> int | None:
@@ -61,6 +72,7 @@ class ReferralStore:
 
     _conn: sqlite3.Connection
     _lock: threading.RLock
+    _cache_enlarged = False  # the connection's page cache (_large_cache)
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError
@@ -74,31 +86,37 @@ class ReferralStore:
         """Store referrals; (new, already stored). A record already stored (same channel, business
         and message) is merged into it: a field the stored copy lacks is taken from the new one,
         and a delivery's own time replaces an estimated one. Nothing stored is ever lost."""
-        new = already = 0
         now = time.time()
+        rows = [(*_referral_row(record), now) for record in records]
         with self._tx() as conn:
-            for record in records:
-                row = _referral_row(record)
-                cur = conn.execute(
-                    """
-                    INSERT OR IGNORE INTO referrals (channel, user_key, message_key, ctwa_clid, ad_id,
-                        source_type, source_url, ref, user_id, wa_id, bsuid, business_id,
-                        phone_number_id, message_id, ts, kind, origin, ts_estimated, stored_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                    (*row, now),
-                )
-                if cur.rowcount:
-                    new += 1
-                else:
-                    already += 1
-                    conn.execute(_MERGE, _merge_params(row))
-        return new, already
+            self._large_cache()
+            before = conn.total_changes
+            # One prepared statement for the chunk, in one transaction.
+            conn.executemany(
+                """
+                INSERT OR IGNORE INTO referrals (channel, user_key, message_key, ctwa_clid, ad_id,
+                    source_type, source_url, ref, user_id, wa_id, bsuid, business_id,
+                    phone_number_id, message_id, ts, kind, origin, ts_estimated, stored_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                rows,
+            )
+            new = conn.total_changes - before
+            if new < len(rows):
+                # Some were stored already (or twice in this chunk): merge every copy into the
+                # stored row; merging a row into itself changes nothing.
+                conn.executemany(_MERGE, [_merge_params(row[:-1]) for row in rows])
+        return new, len(rows) - new
 
-    _SELECT_REFERRALS = (
-        "SELECT channel, ctwa_clid, ad_id, source_type, source_url, ref, user_id, wa_id, bsuid, "
-        "business_id, phone_number_id, message_id, ts, kind, origin FROM referrals"
-    )
+    def _large_cache(self) -> None:
+        """The customer index is keyed by hashes, so stores and lookups land on random pages: with
+        SQLite's default 2 MB page cache, a large table costs a disk read per referral."""
+        if not self._cache_enlarged:
+            with self._lock, self._errors():
+                self._conn.execute(f"PRAGMA cache_size = -{SEND_CACHE_KIB}")
+            self._cache_enlarged = True
+
+    _SELECT_REFERRALS = f"SELECT {_COLUMNS} FROM referrals"
 
     def _referrals(self, where: str, params: Sequence[Any], limit: int | None = None) -> list[dict[str, Any]]:
         sql = f"{self._SELECT_REFERRALS}{where} ORDER BY ts DESC, message_key"
@@ -140,36 +158,132 @@ class ReferralStore:
         return self._referrals(f" WHERE {clause}", params)
 
     def latest_whatsapp_referral(self, user: str, at: int, window_seconds: int) -> dict[str, Any] | None:
-        clause, params = _user_clause(user)
-        found = self._referrals(
-            f" WHERE channel = 'whatsapp' AND ctwa_clid IS NOT NULL AND ts BETWEEN ? AND ? AND {clause}",
-            [at - window_seconds, at, *params],
-            limit=1,
-        )
-        return found[0] if found else None
+        return self.latest_whatsapp_referrals([((user,), at)], window_seconds)[0]
+
+    def latest_whatsapp_referrals(
+        self, asks: Sequence[tuple[Sequence[str], int]], window_seconds: int
+    ) -> list[dict[str, Any] | None]:
+        """For each (users, at): the most recent stored WhatsApp referral with a click id of the
+        first of `users` that has one in [at - window, at] (ties: the smallest message key), else
+        None; as {channel, ctwa_clid, ad_id, bsuid, business_id, message_id, timestamp}. One
+        indexed range query per SQL_CHUNK customer keys, however many asks: the cost follows the
+        number of orders, not the number of stored referrals."""
+        keys_of = {user: customer_keys(user) for users, _ in asks for user in users}
+        if not keys_of:
+            return [None] * len(asks)
+        low = min(at for _, at in asks) - window_seconds
+        high = max(at for _, at in asks)
+        found = self._whatsapp_history(keys_of.values(), low, high)
+        return [_latest(found, keys_of, users, at - window_seconds, at) for users, at in asks]
+
+    def _whatsapp_history(self, keys_of: Iterable[tuple[str, ...]], low: int, high: int) -> dict[str, list[_Dated]]:
+        """Every WhatsApp referral with a click id in [low, high] of each customer key, newest
+        first (ties: smallest message key). Index range scans on the normalised key, and on the
+        BSUID for the users as written (a referral with a phone has its BSUID there, and a hash is
+        never a BSUID). Plain SQL: the same statements run on PostgreSQL."""
+        # A WhatsApp phone is stored hashed (and a BSUID is never all digits): digits as written
+        # are looked up by their hash alone.
+        texts = sorted({keys[0] for keys in keys_of if not keys[0].isdigit()})
+        every = sorted({key for keys in keys_of for key in keys if not key.isdigit()})
+        self._large_cache()
+        by_key: dict[str, list[_Dated]] = {}
+        seen: dict[str, _Dated] = {}
+        for column, keys in (("user_key", every), ("bsuid", texts)):
+            for start in range(0, len(keys), SQL_CHUNK):
+                chunk = keys[start:start + SQL_CHUNK]
+                with self._lock, self._errors():
+                    rows = self._conn.execute(
+                        f"SELECT {', '.join(_JOINED)}, user_key, message_key FROM referrals WHERE {column} IN "
+                        f"({','.join('?' * len(chunk))}) AND channel = 'whatsapp' AND ts BETWEEN ? AND ? "
+                        "AND ctwa_clid IS NOT NULL",
+                        [*chunk, low, high],
+                    ).fetchall()
+                keyed = 7 if column == "user_key" else 3  # the row's user_key, or its bsuid (_JOINED)
+                for row in rows:
+                    message_key = row[8]
+                    dated = seen.get(message_key)
+                    if dated is None:
+                        channel, clid, ad_id, bsuid, business_id, message_id, ts = row[:7]
+                        record = {"channel": channel, "ctwa_clid": clid, "ad_id": ad_id, "bsuid": bsuid,
+                                  "business_id": business_id, "message_id": message_id, "timestamp": iso_z(ts)}
+                        dated = seen[message_key] = (-ts, message_key, record)
+                    key = row[keyed]
+                    history = by_key.get(key)
+                    if history is None:
+                        by_key[key] = [dated]
+                    elif dated not in history:  # found by its user_key and its BSUID alike
+                        history.append(dated)
+        for history in by_key.values():
+            if len(history) > 1:
+                history.sort()
+        return by_key
 
     def account_for_user(self, channel: str, user_id: str) -> str | None:
-        with self._lock, self._errors():
-            row = self._conn.execute(
-                "SELECT business_id FROM referrals WHERE channel = ? AND user_id = ? "
-                "AND business_id IS NOT NULL ORDER BY ts DESC LIMIT 1",
-                (channel, user_id.strip()),
-            ).fetchone()
-        return row[0] if row else None
+        return self.accounts_for_users(channel, [user_id]).get(user_id.strip())
+
+    def accounts_for_users(self, channel: str, users: Iterable[str]) -> dict[str, str]:
+        """The business id (page / Instagram account) of the most recent referral of each user on
+        `channel` that names one; users without one are left out."""
+        wanted = sorted({u.strip() for u in users})
+        best: dict[str, tuple[int, str]] = {}
+        for start in range(0, len(wanted), SQL_CHUNK):
+            chunk = wanted[start:start + SQL_CHUNK]
+            with self._lock, self._errors():
+                rows = self._conn.execute(
+                    f"SELECT user_key, ts, business_id FROM referrals WHERE user_key IN ({','.join('?' * len(chunk))}) "
+                    "AND channel = ? AND business_id IS NOT NULL",
+                    [*chunk, channel],
+                ).fetchall()
+            for user, ts, business_id in rows:
+                rank = (ts if ts is not None else -(2**62), business_id)
+                if user not in best or rank > best[user]:
+                    best[user] = rank
+        return {user: rank[1] for user, rank in best.items()}
+
+
+def customer_keys(user: str) -> tuple[str, ...]:
+    """The normalised customer keys a user written any way may be stored under: the text itself
+    (a BSUID, PSID or IGSID) and, when it reads as a phone, the hash of its digits."""
+    text = user.strip()
+    # Digits as EventBuilder gives a phone are the common case: no regex for them.
+    digits = text if text.isdigit() and not text.startswith("00") else phone_digits(text)
+    if digits:
+        hashed = phone_key(digits)
+        return (text, hashed) if hashed != text else (text,)
+    return (text,)
+
+
+# A referral in a customer's history: (-ts, message key, the record); sorting gives newest first.
+_Dated = tuple[int, str, dict[str, Any]]
+
+
+def _latest(
+    found: Mapping[str, list[_Dated]],
+    keys_of: Mapping[str, tuple[str, ...]],
+    users: Sequence[str],
+    low: int,
+    high: int,
+) -> dict[str, Any] | None:
+    """The first of `users` with a referral in [low, high]: its newest (histories are newest first)."""
+    for user in users:
+        best: _Dated | None = None
+        for key in keys_of[user]:
+            for dated in found.get(key, ()):
+                if -dated[0] <= high:
+                    if -dated[0] >= low and (best is None or dated[:2] < best[:2]):
+                        best = dated
+                    break
+        if best is not None:
+            return best[2]
+    return None
 
 
 def _user_clause(user: str) -> tuple[str, list[Any]]:
-    """Match a user however it was written: phone digits, BSUID, PSID or IGSID."""
-    text = user.strip()
-    keys = {text}
-    digits = phone_digits(text)
-    if digits:
-        keys.add(phone_key(digits))
+    """Match a user however it was written: phone digits, BSUID, PSID or IGSID, by the normalised
+    customer key (`user_key`) or, for a WhatsApp referral that also carries a phone, its BSUID."""
+    keys = customer_keys(user)
     marks = ",".join("?" * len(keys))
-    return (
-        f"(user_key IN ({marks}) OR wa_id IN ({marks}) OR bsuid IN ({marks}))",
-        [*keys, *keys, *keys],
-    )
+    return f"(user_key IN ({marks}) OR bsuid IN ({marks}))", [*keys, *keys]
 
 
 # Row columns in _referral_row's order; the merge keeps what is stored and fills in what it lacks.

@@ -95,6 +95,19 @@ MIGRATIONS: list[str] = [
     UPDATE referrals SET message_key = coalesce(phone_number_id, business_id, '') || '|' || message_id
         WHERE message_id IS NOT NULL AND message_id != '';
     """,
+    # The referral join at scale. `user_key` is each referral's normalised customer key: the
+    # SHA-256 of the phone's digits when the referral has a phone, else the BSUID, PSID or IGSID
+    # as given. The join asks it, with the channel and the attribution window, in one range scan
+    # of this index per key (a WhatsApp referral with both a phone and a BSUID is also found by
+    # its BSUID, through the second). `wa_id`'s own index went: a stored wa_id is the user_key.
+    # Plain SQL (a partial index included), so PostgreSQL takes the same statements.
+    """
+    DROP INDEX IF EXISTS referrals_user;
+    DROP INDEX IF EXISTS referrals_wa;
+    DROP INDEX IF EXISTS referrals_bsuid;
+    CREATE INDEX referrals_customer ON referrals (user_key, channel, ts);
+    CREATE INDEX referrals_customer_bsuid ON referrals (bsuid, channel, ts) WHERE bsuid IS NOT NULL;
+    """,
 ]
 
 REFERRAL_COLUMNS = (
