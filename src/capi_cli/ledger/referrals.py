@@ -80,10 +80,11 @@ class ReferralStore:
                     """
                     INSERT OR IGNORE INTO referrals (channel, user_key, message_key, ctwa_clid, ad_id,
                         source_type, source_url, ref, user_id, wa_id, bsuid, business_id,
-                        phone_number_id, message_id, ts, kind, origin, stored_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        phone_number_id, message_id, ts, kind, origin, stored_at, headline)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
-                    (*row, now),
+                    # The ad's headline is its creative's text, not customer data: kept for the report.
+                    (*row, now, record.get("headline") or None),
                 )
                 if cur.rowcount:
                     new += 1
