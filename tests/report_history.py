@@ -10,6 +10,12 @@ import json
 import time
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from capi_cli.cli.app import app
+from graph_standin import RESET_AFTER, GraphStandin
+from send_helpers import DATASET, TOKEN, send_env
+
 WABA = "104996122399160"
 PAGE = "109876543210987"
 AD_A, AD_B, AD_C = "120210000000001", "120210000000002", "120210000000003"
@@ -113,3 +119,33 @@ EXPECTED_ROWS = [
      "converted_conversations": 0, "conversion_rate": None, "events": {"Purchase": 1}, "value": {"INR": 70.0},
      "first_seen": iso(EVENT_BASE + 5), "last_seen": iso(EVENT_BASE + 5)},
 ]
+
+
+def play_history(work: Path) -> dict:
+    """The history through the real commands: every send's exit code and JSON summary, in order;
+    `env` points at its CAPI_HOME (without the stand-in's URL: the report needs no Graph API)."""
+    home = work / "home"
+    files = write_history(work)
+    runner = CliRunner()
+    sends: list[tuple[int, dict]] = []
+    with GraphStandin(token=TOKEN, datasets={DATASET}) as graph:
+        env = {**send_env(home, graph.url), "CAPI_PAGE_ID": PAGE, "CAPI_WHATSAPP_BUSINESS_ACCOUNT_ID": WABA}
+        stored = runner.invoke(app, ["-q", "extract-referral", str(files["dump"]), "-o", str(work / "r.ndjson")],
+                               env=env)
+        assert stored.exit_code == 0, stored.output
+
+        def send(name: str, **extra: str) -> None:
+            result = runner.invoke(app, ["send", "--no-progress", "--json", "--file", str(files[name])],
+                                   env={**env, **extra})
+            assert "Traceback" not in result.output, result.output
+            sends.append((result.exit_code, json.loads(result.stdout)))
+
+        graph.poison = {"ev-b1"}
+        send("by_click")
+        send("joined")
+        send("messenger")
+        graph.inject(RESET_AFTER, on=graph.posts + 1)
+        send("uncertain")
+        send("refused_token", CAPI_ACCESS_TOKEN="EAAG-REFUSED-TOKEN-0000")
+        send("organic")
+    return {"home": home, "env": {k: v for k, v in env.items() if k != "CAPI_GRAPH_URL"}, "sends": sends}

@@ -16,9 +16,8 @@ from typer.testing import CliRunner
 from capi_cli.cli.app import app
 from capi_cli.ledger import Ledger
 from capi_cli.ledger.schema import MIGRATIONS, split_sql
-from graph_standin import RESET_AFTER, GraphStandin
-from report_history import AD_A, AD_B, AD_C, EXPECTED_ROWS, NOW, PAGE, WABA, write_history
-from send_helpers import DATASET, TOKEN, send_env
+from report_history import AD_A, AD_B, AD_C, EXPECTED_ROWS, NOW, play_history
+from send_helpers import DATASET
 
 SUMMARY_COUNTS = ("read", "invalid", "unattributed", "filtered", "skipped", "sent", "rejected", "failed",
                   "uncertain")
@@ -26,33 +25,7 @@ SUMMARY_COUNTS = ("read", "invalid", "unattributed", "filtered", "skipped", "sen
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The history, played once for the module: every send's JSON summary and exit code, in order."""
-    work = tmp_path_factory.mktemp("history")
-    home = work / "home"
-    files = write_history(work)
-    runner = CliRunner()
-    sends: list[tuple[int, dict]] = []
-    with GraphStandin(token=TOKEN, datasets={DATASET}) as graph:
-        env = {**send_env(home, graph.url), "CAPI_PAGE_ID": PAGE, "CAPI_WHATSAPP_BUSINESS_ACCOUNT_ID": WABA}
-        stored = runner.invoke(app, ["-q", "extract-referral", str(files["dump"]), "-o", str(work / "r.ndjson")],
-                               env=env)
-        assert stored.exit_code == 0, stored.output
-
-        def send(name: str, **extra: str) -> None:
-            result = runner.invoke(app, ["send", "--no-progress", "--json", "--file", str(files[name])],
-                                   env={**env, **extra})
-            assert "Traceback" not in result.output, result.output
-            sends.append((result.exit_code, json.loads(result.stdout)))
-
-        graph.poison = {"ev-b1"}
-        send("by_click")
-        send("joined")
-        send("messenger")
-        graph.inject(RESET_AFTER, on=graph.posts + 1)
-        send("uncertain")
-        send("refused_token", CAPI_ACCESS_TOKEN="EAAG-REFUSED-TOKEN-0000")
-        send("organic")
-    return {"home": home, "env": {k: v for k, v in env.items() if k != "CAPI_GRAPH_URL"}, "sends": sends}
+    return play_history(tmp_path_factory.mktemp("history"))
 
 
 def report(history: dict, *args: str) -> CliRunner:

@@ -18,7 +18,7 @@ MATCH_KEY_HINTS: dict[str, str] = {
     "ct": "a city column",
     "st": "a state column",
     "zp": "a zip / postal code column",
-    "country": "a country column, or CAPI_DEFAULT_COUNTRY for phones",
+    "country": "a country column",
     "external_id": "your customer id (external_id)",
 }
 

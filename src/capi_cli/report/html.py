@@ -68,13 +68,14 @@ def _over_time(report: Report, labels: dict[str | None, str]) -> list[Any]:
         events.setdefault(name, Counter())[cell["day"]] += cell["events"]
         if currency:
             value.setdefault(name, Counter())[cell["day"]] += cell["value"].get(currency, 0.0)
+    axis = {"type": "date", "dtick": 86400000, "tickformat": "%b %d"}
     conversions = go.Figure(layout={"title": "Conversions (events accepted by Meta) per day, by ad",
-                                    "hovermode": "x unified", "margin": {"t": 50}})
+                                    "hovermode": "x unified", "margin": {"t": 50}, "xaxis": axis})
     for name, per_day in events.items():
         conversions.add_trace(go.Scatter(x=days, y=[per_day.get(d, 0) for d in days], name=name,
                                          mode="lines+markers"))
     worth = go.Figure(layout={"title": f"Value per day, by ad ({currency or 'no value sent'})",
-                              "barmode": "stack", "margin": {"t": 50}})
+                              "barmode": "stack", "margin": {"t": 50}, "xaxis": axis})
     for name, per_day in value.items():
         worth.add_trace(go.Bar(x=days, y=[round(per_day.get(d, 0.0), 2) for d in days], name=name))
     return [conversions, worth]
@@ -104,7 +105,7 @@ def _coverage(report: Report) -> list[Any]:
     parts = {"sent, ad known": with_ad, "sent, ad unknown": sent - with_ad, "rejected": coverage["rejected"],
              "uncertain": coverage["uncertain"], "unattributed (not sent)": coverage["unattributed"]}
     donut = go.Figure(go.Pie(labels=list(parts), values=list(parts.values()), hole=0.5, sort=False,
-                             marker={"colors": ["#2f9e44", "#9fb3c8", "#c62828", "#f08c00", "#7b8794"]}),
+                             marker={"colors": ["#37b24d", "#adb5bd", "#e03131", "#f08c00", "#495057"]}),
                       layout={"title": "Events of the period", "margin": {"t": 50}})
     keys = coverage["match_keys"]
     shares = go.Figure(go.Bar(x=list(keys), y=[round(v * 100, 1) for v in keys.values()], marker_color="#1c7ed6",
