@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DAYS = 28
 BARS_SHOWN = 10  # rows drawn with a bar: the top ads
+ROWS_SHOWN = 40  # rows of the terminal table; --format json|csv give them all
 BAR_WIDTH = 16
 WEAK_SHARE = 0.5  # match keys carried by fewer sent events than this get a hint
 
@@ -164,7 +165,9 @@ def _print_tables(result: Report) -> None:
         table.add_column(label, justify="right" if label in ("conversations", "converted", "rate") else "left")
     top = max((row["converted_conversations"] for row in result.rows[:BARS_SHOWN]), default=0)
     top_events = max((sum(row["events"].values()) for row in result.rows[:BARS_SHOWN]), default=0)
-    for number, row in enumerate(result.rows):
+    # The top rows, and the ad-unknown row wherever it sorts: how much is unattributed matters.
+    shown = [row for number, row in enumerate(result.rows) if number < ROWS_SHOWN or row.get("ad_id", 0) is None]
+    for number, row in enumerate(shown):
         if result.by == "ad":
             keys = [row["ad_id"] or "(ad unknown)", row["channel"] or "", row["headline"] or ""]
         else:
@@ -179,6 +182,8 @@ def _print_tables(result: Report) -> None:
         console.print("no conversations and no events in this period")
     else:
         console.print(table)
+        if len(shown) < len(result.rows):
+            console.print(f"... {len(result.rows) - len(shown):,} more rows: --format csv or json lists them all")
     _print_coverage(console, result)
     _print_runs(console, result)
 

@@ -27,6 +27,7 @@ GROUP_KEYS = {"ad": ("ad_id", "channel", "headline", "source_url"), "channel": (
 METRIC_KEYS = ("conversations", "converted_conversations", "conversion_rate", "events", "value",
                "first_seen", "last_seen")
 RUNS_SHOWN = 10
+SERIES_ADS = 8  # ads drawn one by one in the page's charts over time; the rest as "other ads"
 
 
 @dataclass
@@ -104,7 +105,8 @@ def build_report(
         rows = _by_day(source, period, tz)
     report = Report(period.since, period.until, by, rows, _coverage(source, period, scan), _runs(source, period))
     if series:
-        report.series = _series(source, period, tz)
+        top = [row["ad_id"] for row in rows if row.get("ad_id")][:SERIES_ADS] if by == "ad" else []
+        report.series = _series(source, period, tz, top)
     return report
 
 
@@ -222,21 +224,29 @@ def _runs(source: ReportSource, period: Period) -> list[dict[str, Any]]:
     return runs
 
 
-def _series(source: ReportSource, period: Period, tz: tzinfo) -> list[dict[str, Any]]:
-    """Per (ad, day): sent events, value per currency, conversations and converted ones."""
+def _series(source: ReportSource, period: Period, tz: tzinfo, top: list[str]) -> list[dict[str, Any]]:
+    """Per (ad, day): sent events, value per currency, conversations and converted ones; for the
+    `top` ads, the ad-unknown events (ad_id None) and the other ads together (ad_id "")."""
     cells: dict[tuple[str | None, str], dict[str, Any]] = {}
 
     def cell(ad_id: str | None, day: str) -> dict[str, Any]:
         return cells.setdefault((ad_id, day), {"ad_id": ad_id, "day": day, "events": 0, "value": {},
                                                "conversations": 0, "converted_conversations": 0})
 
-    for ad_id, _, currency, bucket, count, value in queries.event_buckets(source, period):
-        target = cell(ad_id, _day(bucket, tz))
-        target["events"] += int(count)
+    def add(target: dict[str, Any], count: int, currency: str | None, value: Any, sign: int = 1) -> None:
+        target["events"] += sign * int(count)
         if currency and value is not None:
-            target["value"][currency] = round(target["value"].get(currency, 0.0) + float(value), 2)
+            target["value"][currency] = round(target["value"].get(currency, 0.0) + sign * float(value), 2)
+
+    for _, _, currency, bucket, count, value in queries.event_buckets(source, period):
+        add(cell("", _day(bucket, tz)), count, currency, value)
+    for ad_id, _, currency, bucket, count, value in queries.event_buckets(source, period, top):
+        day = _day(bucket, tz)
+        add(cell(ad_id, day), count, currency, value)
+        add(cell("", day), count, currency, value, -1)  # "other ads" is all minus those drawn alone
+    wanted = set(top)
     for ad_id, bucket, conversations, converted in queries.conversation_buckets(source, period):
-        target = cell(ad_id, _day(bucket, tz))
+        target = cell(ad_id if ad_id is None or ad_id in wanted else "", _day(bucket, tz))
         target["conversations"] += int(conversations)
         target["converted_conversations"] += int(converted)
     return [cells[key] for key in sorted(cells, key=lambda k: (k[1], k[0] or ""))]

@@ -17,7 +17,7 @@ from capi_cli.errors import SetupError, UsageError
 if TYPE_CHECKING:
     from capi_cli.report.build import Report
 
-TOP_ADS = 8  # ads drawn one by one; the rest are summed as "other ads"
+TOP_ADS = 8  # ads in the funnel one by one (twice that), the series give the top ones (build.SERIES_ADS)
 _CONFIG = {"displaylogo": False, "responsive": True}
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px; color: #1f2933; }
@@ -65,6 +65,8 @@ def _over_time(report: Report, labels: dict[str | None, str]) -> list[Any]:
     value: dict[str, Counter[str]] = {}
     for cell in report.series:
         name = labels.get(cell["ad_id"], "other ads")
+        if name == "other ads" and not cell["events"] and not any(cell["value"].values()):
+            continue
         events.setdefault(name, Counter())[cell["day"]] += cell["events"]
         if currency:
             value.setdefault(name, Counter())[cell["day"]] += cell["value"].get(currency, 0.0)

@@ -1,7 +1,7 @@
 """The report's reads of the ledger, in portable SQL.
 
 Standard SQL only (no SQLite functions): `?` placeholders, `CASE`, `COUNT(DISTINCT ...)`,
-`LEFT JOIN` on a derived table, integer division of integer columns (`event_time / 900`), so a
+`EXISTS`, integer division of integer columns (`event_time / 900`), so a
 PostgreSQL backend runs the same text (rewriting `?` to `%s`). Each read groups in the database
 and returns few rows: a ledger of a million events is scanned once for the per-ad figures.
 """
@@ -43,27 +43,16 @@ class Period:
 
 def event_groups(source: ReportSource, period: Period) -> list[tuple[Any, ...]]:
     """(state, channel, ad_id, event_name, currency, match_keys, events, value, first, last) of
-    the period's sent, rejected and uncertain events: the one scan of the events table."""
+    the period's sent, rejected and uncertain events: the one scan of the events table, grouped in
+    the order of the index events_by_ad (so SQLite streams it instead of sorting a million rows)."""
     where, params = period.events_where()
     return source.report_query(
         "SELECT state, channel, ad_id, event_name, currency, match_keys, COUNT(*), SUM(value), "
         "MIN(event_time), MAX(event_time) FROM events "
         f"WHERE {where} AND state IN ('sent', 'rejected', 'uncertain') "
-        "GROUP BY state, channel, ad_id, event_name, currency, match_keys",
+        "GROUP BY ad_id, event_name, currency, state, match_keys, channel",
         params,
     )
-
-
-def _converted(period: Period) -> tuple[str, list[Any]]:
-    """The conversations (channel, referral_key) with a sent event up to the period's end: a
-    conversation converts once however many events it has."""
-    sql = ("SELECT DISTINCT channel, referral_key FROM events WHERE referral_key IS NOT NULL "
-           "AND state = 'sent' AND event_time <= ?")
-    params: list[Any] = [period.until]
-    if period.dataset_id is not None:
-        sql += " AND dataset_id = ?"
-        params.append(period.dataset_id)
-    return sql, params
 
 
 # A conversation is an ad referral: it names its ad, or (a WhatsApp post boosted as an ad) carries
@@ -71,14 +60,25 @@ def _converted(period: Period) -> tuple[str, list[Any]]:
 _AD_REFERRAL = "(r.ad_id IS NOT NULL OR r.ctwa_clid IS NOT NULL)"
 
 
+def _converted_test(period: Period) -> tuple[str, list[Any]]:
+    """True for a referral `r` with a sent event up to the period's end (index events_referral
+    answers it alone)."""
+    sql = ("EXISTS (SELECT 1 FROM events e WHERE e.referral_key = r.message_key AND e.channel = r.channel "
+           "AND e.state = 'sent' AND e.event_time <= ?")
+    params: list[Any] = [period.until]
+    if period.dataset_id is not None:
+        sql += " AND e.dataset_id = ?"
+        params.append(period.dataset_id)
+    return sql + ")", params
+
+
 def conversation_groups(source: ReportSource, period: Period) -> list[tuple[Any, ...]]:
     """(channel, ad_id, conversations, converted, first, last, headline, source_url) per ad, for
     the conversations the period selects by the referral's time."""
-    converted, params = _converted(period)
+    converted, params = _converted_test(period)
     return source.report_query(
-        "SELECT r.channel, r.ad_id, COUNT(*), COUNT(c.referral_key), MIN(r.ts), MAX(r.ts), "
-        "MAX(r.headline), MAX(r.source_url) FROM referrals r "
-        f"LEFT JOIN ({converted}) c ON c.channel = r.channel AND c.referral_key = r.message_key "
+        f"SELECT r.channel, r.ad_id, COUNT(*), SUM(CASE WHEN {converted} THEN 1 ELSE 0 END), MIN(r.ts), "
+        "MAX(r.ts), MAX(r.headline), MAX(r.source_url) FROM referrals r "
         f"WHERE r.ts >= ? AND r.ts <= ? AND {_AD_REFERRAL} GROUP BY r.channel, r.ad_id",
         [*params, period.since, period.until],
     )
@@ -86,24 +86,33 @@ def conversation_groups(source: ReportSource, period: Period) -> list[tuple[Any,
 
 def conversation_buckets(source: ReportSource, period: Period) -> list[tuple[Any, ...]]:
     """(ad_id, quarter hour, conversations, converted) over time."""
-    converted, params = _converted(period)
+    converted, params = _converted_test(period)
     bucket = f"r.ts / {BUCKET_SECONDS}"
     return source.report_query(
-        f"SELECT r.ad_id, {bucket}, COUNT(*), COUNT(c.referral_key) FROM referrals r "
-        f"LEFT JOIN ({converted}) c ON c.channel = r.channel AND c.referral_key = r.message_key "
+        f"SELECT r.ad_id, {bucket}, COUNT(*), SUM(CASE WHEN {converted} THEN 1 ELSE 0 END) FROM referrals r "
         f"WHERE r.ts >= ? AND r.ts <= ? AND {_AD_REFERRAL} GROUP BY r.ad_id, {bucket}",
         [*params, period.since, period.until],
     )
 
 
-def event_buckets(source: ReportSource, period: Period) -> list[tuple[Any, ...]]:
-    """(ad_id, event_name, currency, quarter hour, events, value) of the sent events over time."""
+def event_buckets(source: ReportSource, period: Period, ads: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+    """(ad_id, event_name, currency, quarter hour, events, value) of the sent events over time: for
+    the `ads` named (and the ad-unknown events), else for all ads together (ad_id NULL): per ad for
+    every ad would be a row per event on a large ledger."""
     where, params = period.events_where()
     bucket = f"event_time / {BUCKET_SECONDS}"
+    if ads is None:
+        return source.report_query(
+            f"SELECT NULL, event_name, currency, {bucket}, COUNT(*), SUM(value) FROM events "
+            f"WHERE {where} AND state = 'sent' GROUP BY event_name, currency, {bucket}",
+            params,
+        )
+    named = f" OR ad_id IN ({','.join('?' * len(ads))})" if ads else ""
     return source.report_query(
         f"SELECT ad_id, event_name, currency, {bucket}, COUNT(*), SUM(value) FROM events "
-        f"WHERE {where} AND state = 'sent' GROUP BY ad_id, event_name, currency, {bucket}",
-        params,
+        f"WHERE {where} AND state = 'sent' AND (ad_id IS NULL{named}) "
+        f"GROUP BY ad_id, event_name, currency, {bucket}",
+        [*params, *ads],
     )
 
 
