@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+import orjson
+
 from capi_cli.events.rules import HASHED_FIELDS, UNHASHED_USER_DATA
 from capi_cli.ledger.schema import RUN_COUNTS, SQL_CHUNK, Attribution, EventFacts, PendingEvent
 
@@ -31,7 +33,9 @@ Resolved = tuple[str | None, str | None, str]
 
 def facts_of(event: Any) -> EventFacts:
     """The facts of a built event (events.pipeline.BuiltEvent, or anything with a payload)."""
-    payload: Mapping[str, Any] = event.payload
+    text = getattr(event, "payload_json", None)
+    # A worker's event is JSON text: orjson reads it ten times faster than its `payload` would.
+    payload: Mapping[str, Any] = orjson.loads(text) if type(text) is str else event.payload
     user = payload.get("user_data") or {}
     custom = payload.get("custom_data") or {}
     channel = payload.get("messaging_channel")
