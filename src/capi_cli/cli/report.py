@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 DEFAULT_DAYS = 28
 BARS_SHOWN = 10  # rows drawn with a bar: the top ads
 ROWS_SHOWN = 40  # rows of the terminal table; --format json|csv give them all
-BAR_WIDTH = 16
+BAR_WIDTH = 12
 WEAK_SHARE = 0.5  # match keys carried by fewer sent events than this get a hint
 
 
@@ -160,9 +160,12 @@ def _print_tables(result: Report) -> None:
     table = Table(show_lines=False, header_style="bold", title_justify="left")
     labels = {"ad": ("ad", "channel", "headline"), "channel": ("channel",), "event": ("event",), "day": ("day",)}
     for label in labels[result.by]:
-        table.add_column(label, overflow="fold", max_width=40 if label == "headline" else None)
+        table.add_column(label, max_width=32 if label == "headline" else None, no_wrap=label != "headline")
+    # Ids, counts and bars never wrap; on a narrow terminal the headline, events and value do.
     for label in ("conversations", "converted", "rate", "", "events", "value", "last seen"):
-        table.add_column(label, justify="right" if label in ("conversations", "converted", "rate") else "left")
+        numeric = label in ("conversations", "converted", "rate")
+        table.add_column(label, justify="right" if numeric else "left", no_wrap=numeric or label == "",
+                         min_width={"events": 12, "value": 10, "last seen": 10}.get(label))
     top = max((row["converted_conversations"] for row in result.rows[:BARS_SHOWN]), default=0)
     top_events = max((sum(row["events"].values()) for row in result.rows[:BARS_SHOWN]), default=0)
     # The top rows, and the ad-unknown row wherever it sorts: how much is unattributed matters.
@@ -220,14 +223,15 @@ def _print_runs(console: Console, result: Report) -> None:
         console.print("\n[bold]runs[/]  none recorded yet")
         return
     table = Table(title="runs", title_justify="left", header_style="bold", title_style="bold")
-    columns = ("started_at", "inputs", "read", "invalid", "unattributed", "sent", "rejected", "failed",
+    columns = ("started", "inputs", "read", "invalid", "unattributed", "sent", "rejected", "failed",
                "uncertain", "exit")
     for label in columns:
-        table.add_column(label, justify="left" if label in ("started_at", "inputs") else "right")
+        table.add_column(label, justify="left" if label in ("started", "inputs") else "right",
+                         no_wrap=label != "inputs")
     for run in result.runs:
         code = run["exit_code"]
         table.add_row(
-            run["started_at"], " ".join(run["inputs"]),
+            run["started_at"].replace("T", " ")[:16], " ".join(os.path.basename(name) for name in run["inputs"]),
             *(str(run[k]) for k in ("read", "invalid", "unattributed", "sent", "rejected", "failed", "uncertain")),
             f"[{'red' if code else 'green'}]{code}[/]",
         )

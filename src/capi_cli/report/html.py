@@ -157,7 +157,7 @@ def render_page(report: Report) -> str:
     )
     runs_table = _table(
         ["started", "inputs", "read", "invalid", "unattributed", "sent", "rejected", "failed", "uncertain", "exit"],
-        [[r["started_at"], " ".join(r["inputs"]), r["read"], r["invalid"], r["unattributed"], r["sent"],
+        [[r["started_at"], " ".join(os.path.basename(name) for name in r["inputs"]), r["read"], r["invalid"], r["unattributed"], r["sent"],
           r["rejected"], r["failed"], r["uncertain"], r["exit_code"]] for r in report.runs],
         set(range(2, 10)), {9},
     )
