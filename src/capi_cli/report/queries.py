@@ -43,16 +43,23 @@ class Period:
 
 def event_groups(source: ReportSource, period: Period) -> list[tuple[Any, ...]]:
     """(state, channel, ad_id, event_name, currency, match_keys, events, value, first, last) of
-    the period's sent, rejected and uncertain events: the one scan of the events table, grouped in
-    the order of the index events_by_ad (so SQLite streams it instead of sorting a million rows)."""
+    the period's sent, rejected and uncertain events. The sent ones are grouped in the order of the
+    partial index events_by_ad, so SQLite streams a million rows instead of sorting them; the
+    others are few (index events_open)."""
     where, params = period.events_where()
-    return source.report_query(
-        "SELECT state, channel, ad_id, event_name, currency, match_keys, COUNT(*), SUM(value), "
-        "MIN(event_time), MAX(event_time) FROM events "
-        f"WHERE {where} AND state IN ('sent', 'rejected', 'uncertain') "
-        "GROUP BY ad_id, event_name, currency, state, match_keys, channel",
+    sent = source.report_query(
+        "SELECT 'sent', channel, ad_id, event_name, currency, match_keys, COUNT(*), SUM(value), "
+        f"MIN(event_time), MAX(event_time) FROM events WHERE state = 'sent' AND {where} "
+        "GROUP BY ad_id, event_name, currency, match_keys, channel",
         params,
     )
+    refused_or_unknown = source.report_query(
+        "SELECT state, channel, ad_id, event_name, currency, match_keys, COUNT(*), SUM(value), "
+        f"MIN(event_time), MAX(event_time) FROM events WHERE state IN ('rejected', 'uncertain') "
+        f"AND state != 'sent' AND {where} GROUP BY state, channel, ad_id, event_name, currency, match_keys",
+        params,
+    )
+    return [*sent, *refused_or_unknown]
 
 
 # A conversation is an ad referral: it names its ad, or (a WhatsApp post boosted as an ad) carries
@@ -63,8 +70,8 @@ _AD_REFERRAL = "(r.ad_id IS NOT NULL OR r.ctwa_clid IS NOT NULL)"
 def _converted_test(period: Period) -> tuple[str, list[Any]]:
     """True for a referral `r` with a sent event up to the period's end (index events_referral
     answers it alone)."""
-    sql = ("EXISTS (SELECT 1 FROM events e WHERE e.referral_key = r.message_key AND e.channel = r.channel "
-           "AND e.state = 'sent' AND e.event_time <= ?")
+    sql = ("EXISTS (SELECT 1 FROM events e WHERE e.state = 'sent' AND e.referral_key = r.message_key "
+           "AND e.channel = r.channel AND e.event_time <= ?")
     params: list[Any] = [period.until]
     if period.dataset_id is not None:
         sql += " AND e.dataset_id = ?"
