@@ -21,6 +21,8 @@ median of their ratios in back-to-back pairs, so that a slow minute on a shared 
            joined by the customer's phone, written as people write phones, against the same export
            carrying click ids (bench/bench_join.py): <= 1.5x
   startup  `capi --version` against `python -c "import typer"`: <= 1.5x
+  report   `capi report` (the terminal table) over a ledger of 1,000,000 events and 200,000 referrals
+           (bench/bench_report.py; --quick: 100,000 and 20,000): < 2 s
 
 A missed target is marked MISSED in the table; the exit status is non-zero only when a measurement
 could not be made (a command failed), so that noise on a shared CI machine does not fail the build.
@@ -48,8 +50,10 @@ sys.path.insert(0, str(HERE))
 from bench_build import generate  # noqa: E402
 from bench_extract import generate as generate_webhooks  # noqa: E402
 from bench_join import generate as generate_join  # noqa: E402
+from bench_report import generate as generate_ledger  # noqa: E402
 
-NAMES = ("dryrun", "memory", "send", "rerun", "extract", "store", "join", "startup")
+NAMES = ("dryrun", "memory", "send", "rerun", "extract", "store", "join", "startup", "report")
+REPORT_TARGET_SECONDS = 2.0
 LATENCY = 0.3
 STANDIN_DATASET = "1234567890"
 STANDIN_TOKEN = "test-token"
@@ -347,6 +351,20 @@ class Bench:
         self.add(Row(f"join by phone, {self.rows:,} rows, {self.referrals:,} referrals (s)", f"{joined.seconds:.2f}",
                      f"click ids {with_clicks.seconds:.2f}", ratio, "<= 1.5x", ratio <= 1.5))
 
+    def report(self, events: int, referrals: int) -> None:
+        home = self.tmp / "report-home"
+        home.mkdir()
+        started = time.perf_counter()
+        generate_ledger(home / "ledger.sqlite3", events, referrals)
+        print(f"  generated a ledger of {events:,} events and {referrals:,} referrals "
+              f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        env = {**self.env, "CAPI_HOME": str(home), "CAPI_DATASET_ID": "1234567890"}
+        run(capi("report"), env)  # a first run reads the file the generator just wrote into the page cache
+        result = median_run(capi("report"), env, self.repeat)
+        self.add(Row(f"`capi report`, {events:,} events, {referrals:,} referrals (s)", f"{result.seconds:.2f}",
+                     f"{REPORT_TARGET_SECONDS:.0f} s", result.seconds / REPORT_TARGET_SECONDS,
+                     f"< {REPORT_TARGET_SECONDS:.0f} s", result.seconds < REPORT_TARGET_SECONDS))
+
     def startup(self) -> None:
         times = max(self.repeat * 5, 5)
         capi_run = median_run(capi("--version"), self.env, times)
@@ -375,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, help="runs per measurement, median reported (default 3; quick 1)")
     parser.add_argument("--webhook-mb", type=int, help="size of the webhook log (default 200; quick 10)")
     parser.add_argument("--referrals", type=int, help="referrals stored for `join` (default 200,000; quick 20,000)")
+    parser.add_argument("--report-events", type=int, help="events in the report's ledger (default 1,000,000; "
+                        "quick 100,000); its referrals are a fifth of that")
     parser.add_argument("--only", action="append", choices=NAMES, help="run only this measurement (repeatable)")
     args = parser.parse_args(argv)
     rows = args.rows or (40_000 if args.quick else 1_000_000)
@@ -383,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     repeat = args.repeat or (1 if args.quick else 3)
     webhook_mb = args.webhook_mb or (10 if args.quick else 200)
     referrals = args.referrals or (20_000 if args.quick else 200_000)
+    report_events = args.report_events or (100_000 if args.quick else 1_000_000)
     only = set(args.only or NAMES)
 
     print(f"machine: {machine()}")
@@ -407,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                 bench.join()
             if "startup" in only:
                 bench.startup()
+            if "report" in only:
+                bench.report(report_events, report_events // 5)
         except BenchError as exc:
             print(table(bench.rows_out))
             print(f"error: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bench_runs_every_measurement_and_prints_one_table(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--rows", "2000", "--events", "1500", "--webhook-mb", "1",
-         "--referrals", "500", "--repeat", "1"],
+         "--referrals", "500", "--repeat", "1", "--report-events", "2000"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -23,10 +23,11 @@ def test_bench_runs_every_measurement_and_prints_one_table(tmp_path: Path) -> No
     assert out.startswith("machine: ") and "cores, Python 3." in out.splitlines()[0]
     for name in ("dry run, 2,000 rows", "peak RSS, 2,000 rows", "peak RSS, 200 -> 2,000 rows", "send 1,500 events",
                  "re-run, all 1,500 sent", "extract-referral", "extract-referral --store",
-                 "join by phone, 2,000 rows, 500 referrals", "`capi --version` startup"):
+                 "join by phone, 2,000 rows, 500 referrals", "`capi --version` startup",
+                 "`capi report`, 2,000 events, 400 referrals"):
         assert name in out, out
     table = [line for line in out.splitlines() if line.startswith("|")]
-    assert len(table) == 2 + 9
+    assert len(table) == 2 + 10
     assert all(line.rstrip().endswith(("| ok     |", "| MISSED |", "|        |")) for line in table[2:]), table
     assert "targets met" in out
 

@@ -83,6 +83,32 @@ def _assert_no_secret(texts: list[str], files: list[Path], secrets: list[str]) -
             assert secret.encode() not in path.read_bytes(), f"secret in {path}"
 
 
+def _assert_report_facts_impersonal(path: Path) -> None:
+    """The report facts (SPEC §8) are names and codes, never values of the customer's data."""
+    import re
+    import sqlite3
+
+    from capi_cli.ledger.facts import MATCH_KEYS
+
+    with sqlite3.connect(path) as conn:
+        facts = conn.execute("SELECT channel, value, currency, referral_key, ad_id, attribution, match_keys "
+                             "FROM events WHERE attribution IS NOT NULL").fetchall()
+        referral_keys = {row[0] for row in conn.execute("SELECT message_key FROM referrals")}
+        runs = conn.execute("SELECT inputs, dataset_id FROM runs").fetchall()
+    assert facts and runs
+    for channel, value, currency, referral_key, ad_id, attribution, match_keys in facts:
+        assert channel in ("whatsapp", "messenger", "instagram")
+        assert value is None or isinstance(value, float)
+        assert currency is None or re.fullmatch(r"[A-Z]{3}", currency)
+        assert referral_key is None or referral_key in referral_keys  # the referral's own key, nothing new
+        assert ad_id is None or ad_id.isdigit()
+        assert attribution in ("click_id", "joined", "none")
+        assert set(filter(None, match_keys.split(","))) <= set(MATCH_KEYS)
+    assert any(row[5] == "joined" for row in facts) and any("em" in row[6] for row in facts)
+    for inputs, dataset_id in runs:
+        assert dataset_id == DATASET and all(name.endswith(".csv") for name in json.loads(inputs))
+
+
 def _assert_private(paths: list[Path]) -> None:
     for path in paths:
         assert path.exists(), path
@@ -148,6 +174,8 @@ def test_secrets_never_leak_and_files_are_private(world: dict[str, object]) -> N
         run("referrals", "list", env=env, expect={0})
         run("referrals", "lookup", WA_ID, env=env, expect={0})
         run("hash", "em", EMAILS[0], env=env, expect={0})
+        run("report", env=env, expect={0})
+        run("report", "--json", "--by", "day", env=env, expect={0})
         wrong_secrets = [wrong]
 
     files = _files(home) + [work / n for n in ("referrals.json", "dry.ndjson", "sent.ndjson", "export.csv")]
@@ -156,10 +184,12 @@ def test_secrets_never_leak_and_files_are_private(world: dict[str, object]) -> N
 
     # No raw customer data under CAPI_HOME after extract-referral --store and a real send.
     stored = b"".join(p.read_bytes() for p in _files(home))
-    for raw in [*EMAILS, *PHONES, WA_ID, *NAMES, *PROFILE_NAMES, "@canary.user", "Canary headline", "Canary body"]:
+    for raw in [*EMAILS, *PHONES, WA_ID, *NAMES, *PROFILE_NAMES, "@canary.user", "Canary body"]:
         assert raw.encode() not in stored, f"raw customer data {raw!r} stored under CAPI_HOME"
-    # ... but the referral was stored, and the join used it (the file is really the ledger).
-    assert b"ARAkStored" in stored
+    # ... but the referral was stored, and the join used it (the file is really the ledger). The ad's
+    # headline is its creative (the advertiser's text, not the customer's): kept for `capi report`.
+    assert b"ARAkStored" in stored and b"Canary headline" in stored
+    _assert_report_facts_impersonal(home / "ledger.sqlite3")
 
     _assert_private([home / "ledger.sqlite3", *[p for p in _files(home) if p.name.startswith("ledger")]])
     _assert_private([work / n for n in ("referrals.json", "dry.ndjson", "sent.ndjson", "export.csv")])

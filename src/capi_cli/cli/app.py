@@ -137,6 +137,7 @@ _COMMAND_MODULES = [
     "hash_cmd",
     "ledger_cmd",
     "referrals",
+    "report",
     "config_cmd",
     "doctor",
     "sandbox",

@@ -35,6 +35,7 @@ from capi_cli.errors import SetupError
 from capi_cli.events.jsontext import payload_json
 from capi_cli.events.keyset import KeySet
 from capi_cli.ledger import LedgerState, PendingEvent
+from capi_cli.ledger.facts import facts_of
 
 if TYPE_CHECKING:
     from capi_cli.ledger import Ledger
@@ -339,8 +340,8 @@ class _Delivery:
     def _send(self, events: list[DeliverableEvent], batch_id: str, *, isolating: bool) -> None:
         assert self.ledger is not None and self.client is not None
         ledger, n = self.ledger, len(events)
-        pending = [PendingEvent(e.event_name, e.event_id, e.event_time, e.source, e.line, e.payload_hash)
-                   for e in events]
+        pending = [PendingEvent(e.event_name, e.event_id, e.event_time, e.source, e.line, e.payload_hash,
+                                facts_of(e)) for e in events]
         keys = [(e.event_name, e.event_id) for e in events]
         # A client that takes the events' JSON text saves decoding and encoding each payload again.
         send_json = getattr(self.client, "send_events_json", None)

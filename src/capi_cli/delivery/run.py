@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -164,6 +165,7 @@ def run_send(
 
     from capi_cli.delivery.graph import GraphClient
 
+    started_at = time.time()
     with Ledger.open(settings.ledger) as ledger, ledger.send_lock():
         recovered = ledger.recover_in_flight()
         with GraphClient.from_settings(settings, test_event_code=request.test_event_code) as client:
@@ -174,11 +176,29 @@ def run_send(
                 "(`capi ledger list --status uncertain`)"
             )
         report.pending_uncertain = ledger.count(LedgerState.UNCERTAIN, dataset_id)
+        _record_run(ledger, report, request, dataset_id, started_at, stop)
         return report
+
+
+def _record_run(
+    ledger: Ledger, report: SendReport, request: SendRequest, dataset_id: str, started_at: float,
+    stop: threading.Event | None,
+) -> None:
+    """The run's counts and exit code in the ledger's `runs` (capi report): a cron job that
+    fails every night shows there. A stop asked for (SIGTERM) ends in 130, as the command does."""
+    exit_code = report.exit_code
+    if stop is not None and stop.is_set() and report.summary.fatal is None:
+        exit_code = ExitCode.INTERRUPTED
+    ledger.record_run(
+        started_at=started_at, dataset_id=dataset_id, inputs=list(request.files),
+        counts=report.summary.to_dict(), exit_code=int(exit_code),
+    )
 
 
 def _has_errors(settings: Settings, request: SendRequest, referrals: Ledger | None) -> bool:
     """The --strict pre-check: the same pipeline, the same stored referrals as the send itself."""
+    if any(name == "-" for name in request.files):
+        raise UsageError("--strict reads the input twice and cannot be used with stdin (-)")
     items = iter_events(request.files, settings, request.build, referrals=referrals)
     try:
         for item in items:

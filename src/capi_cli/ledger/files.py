@@ -54,7 +54,7 @@ def create_ledger(path: Path) -> None:
 
 def ledger_error(path: Path, exc: sqlite3.DatabaseError) -> SetupError:
     name = getattr(exc, "sqlite_errorname", "")
-    if name == "SQLITE_FULL" or "full" in str(exc):
+    if name == "SQLITE_FULL" or "full" in str(exc) or (name.startswith("SQLITE_IOERR") and _no_room(path)):
         return SetupError(
             f"ledger: cannot write {path}: the disk is full ({exc}); free some space and run again "
             "(a batch whose answer could not be recorded is held `uncertain`)"
@@ -65,6 +65,16 @@ def ledger_error(path: Path, exc: sqlite3.DatabaseError) -> SetupError:
             "every event again. Restore it from a backup, or move it aside"
         )
     return SetupError(f"ledger: {path}: {exc}")
+
+
+def _no_room(path: Path) -> bool:
+    """A full disk can surface as an I/O error: the -shm file SQLite maps cannot grow (ENOSPC is then
+    a SIGBUS-safe SQLITE_IOERR_SHMSIZE, not SQLITE_FULL). Less than 64 KiB free says which it was."""
+    try:
+        stat = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 64 * 1024
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"

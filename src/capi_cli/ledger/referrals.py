@@ -87,7 +87,8 @@ class ReferralStore:
         and message) is merged into it: a field the stored copy lacks is taken from the new one,
         and a delivery's own time replaces an estimated one. Nothing stored is ever lost."""
         now = time.time()
-        rows = [(*_referral_row(record), now) for record in records]
+        # The ad's headline is its creative's text, not customer data: kept for the report.
+        rows = [(*_referral_row(record), now, record.get("headline") or None) for record in records]
         with self._tx() as conn:
             self._large_cache()
             before = conn.total_changes
@@ -96,8 +97,8 @@ class ReferralStore:
                 """
                 INSERT OR IGNORE INTO referrals (channel, user_key, message_key, ctwa_clid, ad_id,
                     source_type, source_url, ref, user_id, wa_id, bsuid, business_id,
-                    phone_number_id, message_id, ts, kind, origin, ts_estimated, stored_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    phone_number_id, message_id, ts, kind, origin, ts_estimated, stored_at, headline)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 rows,
             )
@@ -105,7 +106,7 @@ class ReferralStore:
             if new < len(rows):
                 # Some were stored already (or twice in this chunk): merge every copy into the
                 # stored row; merging a row into itself changes nothing.
-                conn.executemany(_MERGE, [_merge_params(row[:-1]) for row in rows])
+                conn.executemany(_MERGE, [{**_merge_params(row[:-2]), "headline": row[-1]} for row in rows])
         return new, len(rows) - new
 
     def _large_cache(self) -> None:
@@ -299,6 +300,7 @@ _BETTER_TIME = ":ts IS NOT NULL AND (ts IS NULL OR (ts_estimated = 1 AND :ts_est
 _MERGE = (
     "UPDATE referrals SET "
     + ", ".join(f"{c} = coalesce({c}, :{c})" for c in _FILLED)
+    + ", headline = coalesce(headline, :headline)"
     + ", user_key = CASE WHEN user_key = '' THEN :user_key ELSE user_key END"
     + f", ts = CASE WHEN {_BETTER_TIME} THEN :ts ELSE ts END"
     + f", ts_estimated = CASE WHEN {_BETTER_TIME} THEN :ts_estimated ELSE ts_estimated END"

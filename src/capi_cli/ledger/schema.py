@@ -22,6 +22,31 @@ class PendingEvent:
     source: str | None = None
     line: int | None = None
     payload_hash: str | None = None
+    facts: EventFacts | None = None  # what the report needs (SPEC §8); None: not known
+
+
+@dataclass(frozen=True, slots=True)
+class EventFacts:
+    """What `capi report` needs of a sent event, nothing personal (SPEC §8 "Report facts").
+
+    `conversation` is the event's own messaging identifier that finds its stored referral: the
+    click id on WhatsApp, the PSID / IGSID on Messenger / Instagram. It is used to look the
+    referral up and is not stored again with the event (the referral's key is)."""
+
+    channel: str | None = None
+    value: float | None = None
+    currency: str | None = None
+    joined: bool = False  # the referral join gave the event its identifiers
+    match_keys: str = ""  # "em,ph": which customer-information keys it carried, never their values
+    conversation: str | None = None
+
+
+class Attribution(StrEnum):
+    """How an event was tied to a stored referral (its conversation), in events.attribution."""
+
+    CLICK_ID = "click_id"  # its own click id (Messenger/Instagram: its PSID/IGSID) found the referral
+    JOINED = "joined"  # the referral join (phone, BSUID, PSID) gave it its identifiers
+    NONE = "none"  # no stored referral: the ad is unknown
 
 
 EventKey = tuple[str, str]
@@ -108,7 +133,53 @@ MIGRATIONS: list[str] = [
     CREATE INDEX referrals_customer ON referrals (user_key, channel, ts);
     CREATE INDEX referrals_customer_bsuid ON referrals (bsuid, channel, ts) WHERE bsuid IS NOT NULL;
     """,
+    # Report facts (SPEC §8): per event, nothing personal. Events settled before this migration
+    # keep NULLs and are reported as "ad unknown". The conversation is the referral's
+    # (channel, message_key): events.channel + events.referral_key. The ad's headline is its
+    # creative's text, not customer data, so it is stored now for the report. `runs` keeps each
+    # send's counts (SPEC §7 summary keys) and exit code, so a silent cron failure shows.
+    # events_by_ad lets the report read a million sent events in the order it groups them, with no
+    # sort and no table lookups (capi_cli.report.queries). It holds `sent` rows only, and `id` right
+    # after the grouped columns puts each new row at the end of its group: settling a batch touches
+    # a page per ad in it, not a page per event (a key in event-time order cost a send 15% more).
+    # events_referral answers "did this conversation convert?"; only events tied to one are in it.
+    """
+    ALTER TABLE events ADD COLUMN channel TEXT;
+    ALTER TABLE events ADD COLUMN value DOUBLE PRECISION;
+    ALTER TABLE events ADD COLUMN currency TEXT;
+    ALTER TABLE events ADD COLUMN referral_key TEXT;
+    ALTER TABLE events ADD COLUMN ad_id TEXT;
+    ALTER TABLE events ADD COLUMN attribution TEXT;
+    ALTER TABLE events ADD COLUMN match_keys TEXT;
+    CREATE INDEX events_by_ad ON events (ad_id, event_name, currency, match_keys, channel, id, event_time, value,
+                                         dataset_id) WHERE state = 'sent';
+    CREATE INDEX events_referral ON events (referral_key, channel) WHERE state = 'sent' AND referral_key IS NOT NULL;
+    ALTER TABLE referrals ADD COLUMN headline TEXT;
+    CREATE INDEX referrals_clid ON referrals (ctwa_clid) WHERE ctwa_clid IS NOT NULL;
+    CREATE INDEX referrals_by_ad ON referrals (channel, ad_id, ts, message_key, ctwa_clid, headline, source_url);
+    CREATE TABLE runs (
+        run_id       TEXT PRIMARY KEY,
+        started_at   DOUBLE PRECISION NOT NULL,
+        ended_at     DOUBLE PRECISION NOT NULL,
+        dataset_id   TEXT,
+        inputs       TEXT NOT NULL,
+        read         INTEGER NOT NULL DEFAULT 0,
+        invalid      INTEGER NOT NULL DEFAULT 0,
+        unattributed INTEGER NOT NULL DEFAULT 0,
+        filtered     INTEGER NOT NULL DEFAULT 0,
+        skipped      INTEGER NOT NULL DEFAULT 0,
+        sent         INTEGER NOT NULL DEFAULT 0,
+        rejected     INTEGER NOT NULL DEFAULT 0,
+        failed       INTEGER NOT NULL DEFAULT 0,
+        uncertain    INTEGER NOT NULL DEFAULT 0,
+        exit_code    INTEGER NOT NULL
+    );
+    CREATE INDEX runs_started ON runs (started_at);
+    """,
 ]
+
+# The counts a run keeps (the SPEC §7 summary keys that are counts of events).
+RUN_COUNTS = ("read", "invalid", "unattributed", "filtered", "skipped", "sent", "rejected", "failed", "uncertain")
 
 REFERRAL_COLUMNS = (
     "channel",

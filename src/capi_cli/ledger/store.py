@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from capi_cli.errors import LedgerLocked, SetupError
+from capi_cli.ledger.facts import RunStore, fact_columns, resolve_referrals
 from capi_cli.ledger.files import check_file, create_ledger, ledger_error
 from capi_cli.ledger.referrals import ReferralStore, iso_z, parse_iso_z, phone_digits, phone_key
 from capi_cli.ledger.schema import (
@@ -57,7 +58,7 @@ _NEAR_MIN_KEYS = 32
 _NEAR_SLACK = 64
 
 
-class Ledger(ReferralStore):
+class Ledger(ReferralStore, RunStore):
     """One SQLite database per home. Thread-safe: writes are serialized by one lock."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
@@ -386,25 +387,32 @@ class Ledger(ReferralStore):
 
     def begin_batch(self, dataset_id: str, batch_id: str, events: Sequence[PendingEvent]) -> None:
         now = time.time()
-        rows = [
-            (dataset_id, e.event_name, e.event_id, e.event_time, batch_id, e.source, e.line, e.payload_hash, now, now)
-            for e in events
-        ]
         with self._tx() as conn:
-            size = self._rows_per_statement(10)
+            # The report facts (ledger.facts) go in with the row; a resend refreshes them.
+            resolved = resolve_referrals(conn, events)
+            rows = [
+                (dataset_id, e.event_name, e.event_id, e.event_time, batch_id, e.source, e.line, e.payload_hash,
+                 now, now, *fact_columns(e, found))
+                for e, found in zip(events, resolved, strict=True)
+            ]
+            size = self._rows_per_statement(17)
             for start in range(0, len(rows), size):
                 chunk = rows[start : start + size]
-                values = ",".join(["(?, ?, ?, 'in_flight', ?, ?, 1, ?, ?, ?, ?, ?)"] * len(chunk))
+                values = ",".join(["(?, ?, ?, 'in_flight', ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
                 conn.execute(
                     f"""
                     INSERT INTO events (dataset_id, event_name, event_id, state, event_time, batch_id,
-                                        attempts, source, line, payload_hash, created_at, updated_at)
+                                        attempts, source, line, payload_hash, created_at, updated_at,
+                                        channel, value, currency, referral_key, ad_id, attribution, match_keys)
                     VALUES {values}
                     ON CONFLICT (dataset_id, event_name, event_id) DO UPDATE SET
                         state = 'in_flight', event_time = excluded.event_time, batch_id = excluded.batch_id,
                         attempts = events.attempts + 1, source = excluded.source, line = excluded.line,
                         payload_hash = excluded.payload_hash, updated_at = excluded.updated_at,
-                        error_code = NULL, error_subcode = NULL, error_message = NULL
+                        error_code = NULL, error_subcode = NULL, error_message = NULL,
+                        channel = excluded.channel, value = excluded.value, currency = excluded.currency,
+                        referral_key = excluded.referral_key, ad_id = excluded.ad_id,
+                        attribution = excluded.attribution, match_keys = excluded.match_keys
                     """,
                     [value for row in chunk for value in row],
                 )
