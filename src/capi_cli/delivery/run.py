@@ -11,14 +11,13 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 from capi_cli.config import Settings
 from capi_cli.delivery.engine import DeliveryOptions, DeliveryProgress, DeliverySummary, deliver, ledger_skip
 from capi_cli.errors import ExitCode, UsageError, worst
 from capi_cli.events.pipeline import BuildOptions, BuiltEvent, Problem, iter_events
-from capi_cli.ledger import Ledger, LedgerState
+from capi_cli.ledger import LedgerRef, LedgerState, LedgerStore
 
 
 @dataclass
@@ -96,11 +95,10 @@ def _write_ndjson(stream: IO[str]) -> Callable[[Sequence[str]], None]:
     return sink
 
 
-def _open_ledger_for_reading(path: str) -> Ledger | None:
+def _open_ledger_for_reading(location: str) -> LedgerStore | None:
     """A dry run changes nothing in the ledger: it reads it only if it already exists."""
-    if path.startswith(("postgres://", "postgresql://")) or Path(path).exists():
-        return Ledger.open(path)
-    return None
+    ref = LedgerRef.parse(location)
+    return ref.open() if ref.exists() else None
 
 
 def run_send(
@@ -148,7 +146,7 @@ def run_send(
         summary.read, summary.invalid, summary.attributed = counter.read, counter.invalid, counter.attributed
         return SendReport(summary, report_problems, errors=len(error_records), strict_blocked=True)
 
-    def run_with(ledger: Ledger | None, client: Any) -> SendReport:
+    def run_with(ledger: LedgerStore | None, client: Any) -> SendReport:
         return _run(settings, request, ledger, client, dataset_id, options, keep, error_records,
                     report_problems, progress, stop)
 
@@ -162,7 +160,8 @@ def run_send(
 
     from capi_cli.delivery.graph import GraphClient
 
-    with Ledger.open(settings.ledger) as ledger, ledger.send_lock():
+    # SQLite: one sender (exit 5 for a second); PostgreSQL: this run registered, its claims its own.
+    with LedgerRef.parse(settings.ledger).open() as ledger, ledger.sender():
         recovered = ledger.recover_in_flight()
         with GraphClient.from_settings(settings, test_event_code=request.test_event_code) as client:
             report = run_with(ledger, client)
@@ -191,7 +190,7 @@ def _has_errors(settings: Settings, request: SendRequest) -> bool:
 def _run(
     settings: Settings,
     request: SendRequest,
-    ledger: Ledger | None,
+    ledger: LedgerStore | None,
     client: Any,
     dataset_id: str,
     options: DeliveryOptions,

@@ -36,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from capi_cli.events.pipeline import Stager
     from capi_cli.events.readers import PlainBlock
+    from capi_cli.ledger.types import LedgerRef, LedgerStore
 
 ENV = "CAPI_WORKERS"
 AUTO_MIN_BYTES = 4 << 20  # below this, starting workers (~0.2 s) costs more than it saves
@@ -54,7 +55,7 @@ def _cores() -> int:
 
 def worker_count(paths: Sequence[str | Path], referrals: Any) -> int:
     """How many worker processes to build `paths` with (0: in this process)."""
-    if referrals is not None and not getattr(referrals, "path", None):
+    if referrals is not None and getattr(referrals, "ref", None) is None:
         return 0  # a referral store the workers cannot open themselves
     forced = os.environ.get(ENV, "").strip()
     if forced:
@@ -403,14 +404,12 @@ class _Worker:
         from capi_cli.events.fields import FieldMapper
         from capi_cli.events.pipeline import Stager
 
-        ledgers: dict[str, Any] = {}
+        ledgers: dict[LedgerRef, LedgerStore] = {}
 
-        def ledger(path: str) -> Any:
-            if path not in ledgers:
-                from capi_cli.ledger import Ledger
-
-                ledgers[path] = Ledger.open(path)
-            return ledgers[path]
+        def ledger(ref: LedgerRef) -> LedgerStore:
+            if ref not in ledgers:
+                ledgers[ref] = ref.open()
+            return ledgers[ref]
 
         referrals = ledger(config["referrals"]) if config.get("referrals") else None
         sent = config.get("sent")

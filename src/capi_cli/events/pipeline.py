@@ -132,11 +132,11 @@ class BuiltEvent:
 def referral_store(settings: Any) -> Any:
     """The ledger holding stored referrals, or None when there is none yet (nothing is created)."""
     location = str(getattr(settings, "ledger", "") or "")
-    if not location or ("://" not in location and not Path(location).exists()):
-        return None
-    from capi_cli.ledger import Ledger
+    from capi_cli.ledger.types import LedgerRef
 
-    return Ledger.open(location)
+    if not location or not LedgerRef.parse(location).exists():
+        return None
+    return LedgerRef.parse(location).open()
 
 
 def _bound(value: When, now: float, builder: EventBuilder, option: str) -> int | None:
@@ -305,7 +305,7 @@ def iter_events(
             "sets": sets,
             "since": since,
             "until": until,
-            "referrals": str(getattr(referrals, "path", "")) if referrals is not None else None,
+            "referrals": getattr(referrals, "ref", None) if referrals is not None else None,  # a LedgerRef
             "sent": spec,
         },
     )

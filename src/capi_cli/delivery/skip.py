@@ -1,0 +1,47 @@
+"""The pipeline's "sent already?" hook: a re-run skips what the ledger records as sent before
+normalizing or hashing it, in this process or in the worker processes (which open the ledger
+themselves from its LedgerRef)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from capi_cli.ledger.schema import LedgerState
+
+if TYPE_CHECKING:
+    from capi_cli.ledger import LedgerRef, LedgerStore
+
+
+class LedgerSkip:
+    """The events pipeline's `skip` hook: True for events the ledger says were sent, so a re-run
+    does not even normalize and hash them. Other states are left to deliver (which counts them).
+
+    `worker_spec` lets the pipeline's worker processes ask the ledger themselves (in batches);
+    they report what they skipped to `note_skipped`, so `skipped` counts both ways."""
+
+    def __init__(self, ledger: LedgerStore, dataset_id: str, *, resend: bool = False) -> None:
+        self.ledger = ledger
+        self.dataset_id = dataset_id
+        self.resend = resend
+        self.skipped = 0
+
+    @property
+    def worker_spec(self) -> tuple[LedgerRef, str] | None:
+        return None if self.resend else (self.ledger.ref, self.dataset_id)
+
+    def __call__(self, event_name: str, event_id: str) -> bool:
+        if not self.resend and self.ledger.state_of(self.dataset_id, event_name, event_id) is LedgerState.SENT:
+            self.skipped += 1
+            return True
+        return False
+
+    def note_skipped(self, event_name: str, event_id: str) -> None:
+        self.skipped += 1
+
+    def sent_among(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The keys the ledger says were sent, in as few queries as the parameter limit allows."""
+        return self.ledger.sent_among(self.dataset_id, keys)
+
+
+def ledger_skip(ledger: LedgerStore, dataset_id: str, *, resend: bool = False) -> LedgerSkip:
+    return LedgerSkip(ledger, dataset_id, resend=resend)
