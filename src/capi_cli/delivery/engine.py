@@ -208,8 +208,10 @@ class _Delivery:
                 return True
             summary.skipped += 1
             return False
-        # uncertain, or in_flight that recover_in_flight did not turn uncertain: Meta may have it.
-        if self.options.resend_uncertain:
+        if state is LedgerState.IN_FLIGHT:
+            summary.skipped += 1  # a live run holds it (after recover_in_flight, only on PostgreSQL)
+            return False
+        if self.options.resend_uncertain:  # uncertain: Meta may have it
             return True
         report = EventReport(event.event_name, event.event_id, None, None,
                              "uncertain since an earlier run; --resend-uncertain sends it again",
@@ -306,10 +308,9 @@ class _Delivery:
         assert self.ledger is not None and self.client is not None
         ledger, n = self.ledger, len(events)
         with self._lock:
-            claim_from = [self._claim_from.pop((e.event_name, e.event_id), None) for e in events] \
-                if self._claim_from else [None] * n
+            seen = [self._claim_from.pop((e.event_name, e.event_id), None) for e in events]
         pending = [PendingEvent(e.event_name, e.event_id, e.event_time, e.source, e.line, e.payload_hash, c)
-                   for e, c in zip(events, claim_from, strict=True)]
+                   for e, c in zip(events, seen, strict=True)]
         keys = [(e.event_name, e.event_id) for e in events]
         # A client that takes the events' JSON text saves decoding and encoding each payload again.
         send_json = getattr(self.client, "send_events_json", None)
@@ -333,8 +334,7 @@ class _Delivery:
                     self.summary.skipped += n - len(kept)
                 events, pending = [events[i] for i in kept], [pending[i] for i in kept]
                 keys, payloads = [keys[i] for i in kept], [payloads[i] for i in kept]
-                n = len(events)
-                if not n:
+                if not (n := len(events)):
                     return
             if send_json is not None:
                 outcome = send_json(self.dataset_id, payloads)

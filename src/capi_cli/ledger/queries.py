@@ -34,12 +34,6 @@ class EventQueries:
     def _read_connection(self) -> Any:
         raise NotImplementedError
 
-    # Extra condition on the rows `settle` may change (PostgreSQL: only this run's claims).
-    _SETTLE_MINE = ""
-
-    def _settle_params(self) -> tuple[Any, ...]:
-        return ()
-
     def state_of(self, dataset_id: str, event_name: str, event_id: str) -> LedgerState | None:
         with self._reader_lock, self._errors():
             row = self._read_connection().execute(
@@ -105,10 +99,10 @@ class EventQueries:
                         f"""
                         UPDATE events SET state = ?, batch_id = ?, error_code = ?, error_subcode = ?,
                                           error_message = ?, fbtrace_id = ?, updated_at = ?
-                        WHERE dataset_id = ? AND event_name = ? AND event_id IN ({marks}){self._SETTLE_MINE}
+                        WHERE dataset_id = ? AND event_name = ? AND event_id IN ({marks})
                         """,
                         (state, batch_id, error_code, error_subcode, error_message, fbtrace_id, now,
-                         dataset_id, name, *chunk, *self._settle_params()),
+                         dataset_id, name, *chunk),
                     )
 
     def stats(self) -> dict[str, Any]:
