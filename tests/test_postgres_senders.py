@@ -1,0 +1,139 @@
+"""Several hosts sending at once through one PostgreSQL ledger (SPEC §8, issue 15): N `capi send`
+processes, each with its own CAPI_HOME (a host), on overlapping input files, against the Graph
+stand-in: every event reaches Meta exactly once; a sender killed at a random moment leaves no
+event twice and none lost, and only its own events become `uncertain`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from graph_standin import GraphStandin
+from send_helpers import DATASET, TOKEN, WABA
+
+EVENT_TIME = int(time.time()) - 600
+
+
+def write_slice(path: Path, ids: list[str], seed: int) -> None:
+    """The events `ids` in an order of their own: hosts meet the overlap in different orders."""
+    rows = list(ids)
+    random.Random(seed).shuffle(rows)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["event_name", "event_id", "event_time", "ctwa_clid", "value", "currency"])
+        for event_id in rows:
+            writer.writerow(["Purchase", event_id, EVENT_TIME, f"ARAk{event_id}", "12.50", "EUR"])
+
+
+def overlapping_files(tmp: Path, hosts: int, per_host: int = 200) -> tuple[list[Path], list[str]]:
+    """Host k sends ids [k*half, k*half + per_host): each file shares half with the next."""
+    half = per_host // 2
+    ids = [f"ord-{i:05d}" for i in range(half * (hosts + 1))]
+    files = []
+    for k in range(hosts):
+        path = tmp / f"host{k}.csv"
+        write_slice(path, ids[k * half : k * half + per_host], seed=k)
+        files.append(path)
+    return files, ids
+
+
+def host_env(home: Path, graph_url: str, ledger: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPI_", "PG"))}
+    env.update(CAPI_HOME=str(home), CAPI_LEDGER=ledger, CAPI_DATASET_ID=DATASET, CAPI_ACCESS_TOKEN=TOKEN,
+               CAPI_GRAPH_URL=graph_url, CAPI_WHATSAPP_BUSINESS_ACCOUNT_ID=WABA, COLUMNS="200", NO_COLOR="1")
+    return env
+
+
+def spawn(home: Path, graph_url: str, ledger: str, files: list[Path]) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "capi_cli", "send", "--batch-size", "20", "--concurrency", "2",
+            "--no-progress", "--format", "json"]
+    for path in files:
+        argv += ["--file", str(path)]
+    return subprocess.Popen(argv, env=host_env(home, graph_url, ledger), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def states(ledger: str) -> dict[str, tuple[str, str | None]]:
+    import psycopg
+
+    with psycopg.connect(ledger) as conn:
+        return {event_id: (state, run_id) for event_id, state, run_id in
+                conn.execute("SELECT event_id, state, run_id FROM events")}
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    assert "Traceback" not in err, err
+    return proc.returncode, out, err
+
+
+@pytest.mark.parametrize("hosts", [2, 4, 8])
+def test_senders_on_several_hosts_send_every_event_exactly_once(tmp_path: Path, pg_url: str, hosts: int) -> None:
+    files, ids = overlapping_files(tmp_path, hosts)
+    with GraphStandin(token=TOKEN, datasets={DATASET}, latency=0.05) as graph:
+        procs = [spawn(tmp_path / f"home{k}", graph.url, pg_url, [path]) for k, path in enumerate(files)]
+        results = [finish(proc) for proc in procs]
+        assert [code for code, _, _ in results] == [0] * hosts, [err for _, _, err in results]
+        assert graph.duplicates() == {}
+        assert {event_id for _, event_id in graph.received} == set(ids)
+        summaries = [json.loads(out) for _, out, _ in results]
+        # Every event was sent by exactly one host; the others skipped it (sent or claimed).
+        assert sum(s["sent"] for s in summaries) == len(ids)
+        assert all(s["sent"] + s["skipped"] == s["read"] for s in summaries), summaries
+        assert {state for state, _ in states(pg_url).values()} == {"sent"}
+        if hosts >= 4:
+            assert sum(1 for s in summaries if s["sent"]) >= 2  # the work was shared, not serialised
+
+
+def test_killed_sender_loses_nothing_and_only_its_events_become_uncertain(tmp_path: Path, pg_url: str) -> None:
+    from capi_cli.ledger import open_ledger
+
+    hosts = 4
+    files, ids = overlapping_files(tmp_path, hosts, per_host=400)
+    rng = random.Random()
+    with GraphStandin(token=TOKEN, datasets={DATASET}, latency=0.15) as graph, open_ledger(pg_url) as ledger:
+        procs = [spawn(tmp_path / f"home{k}", graph.url, pg_url, [path]) for k, path in enumerate(files)]
+        victim = procs[rng.randrange(hosts)]
+        deadline = time.monotonic() + 60
+        while graph.posts < rng.randint(3, 12) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        runs = {run["pid"]: run["run_id"] for run in ledger.live_runs()}
+        assert victim.pid in runs, runs
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        killed_at = time.monotonic()
+        while runs[victim.pid] in {run["run_id"] for run in ledger.live_runs()}:
+            assert time.monotonic() - killed_at < 10, "a killed run must be recognised as gone within 10 s"
+            time.sleep(0.05)
+        # Another host re-runs every file while the survivors are still sending.
+        rerun = spawn(tmp_path / "other-host", graph.url, pg_url, files)
+        survivors = [finish(proc) for proc in procs if proc is not victim]
+        code, out, err = finish(rerun)
+        # Exit 4 once the killed run's events are `uncertain` (SPEC: they keep cron alerting).
+        assert all(c in (0, 4) for c, _, _ in survivors), [e for _, _, e in survivors]
+        assert code in (0, 4), err
+        # A last run after everyone ended settles nothing twice.
+        final = finish(spawn(tmp_path / "last-host", graph.url, pg_url, files))
+        assert final[0] in (0, 4), final[2]
+
+        assert graph.duplicates() == {}, "no event received twice"
+        received = {event_id for _, event_id in graph.received}
+        ledger_states = states(pg_url)
+        lost = [i for i in ids if i not in received and ledger_states.get(i, ("?",))[0] != "uncertain"]
+        assert lost == [], "every event received by Meta or listed uncertain"
+        uncertain_runs = {run_id for state, run_id in ledger_states.values() if state == "uncertain"}
+        assert uncertain_runs <= {runs[victim.pid]}, "only the killed run's events may become uncertain"
+        assert not any(state == "in_flight" for state, _ in ledger_states.values())
+        for event_id, (state, _) in ledger_states.items():
+            if state == "sent":
+                assert event_id in received
