@@ -91,7 +91,7 @@ class PgServer:
 
     def start(self) -> None:
         options = (f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                   "-c full_page_writes=off -c max_connections=200")
         _run(_as_server_user([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options,
                               "-l", str(self.base / "log"), "-w", "-t", "60", "start"]), 90)
 

@@ -144,7 +144,7 @@ def test_postgres_password_is_masked_everywhere(pg_url: str, tmp_path: Path) -> 
     wrong = pg_url.replace(PASSWORD, "Wrong-PW-91d2")
     result = runner.invoke(app, ["ledger", "stats"], env={"CAPI_LEDGER": wrong})
     assert result.exit_code == 3
-    assert result.stderr.startswith("capi: error: ledger: PostgreSQL ledger") and "Wrong-PW-91d2" not in result.stderr
+    assert result.stderr.startswith("capi: error: ledger: cannot connect to the PostgreSQL ledger") and "Wrong-PW-91d2" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -65,13 +65,18 @@ def connect(url: str) -> Any:
         conn.execute("SET tcp_keepalives_count = 3")
         conn.execute("SET tcp_user_timeout = 25000")
     except psycopg.Error as exc:
-        raise error(url, exc) from None
+        raise error(url, exc, connecting=True) from None
     return conn
 
 
-def error(url: str, exc: BaseException) -> SetupError:
+def error(url: str, exc: BaseException, *, connecting: bool = False) -> SetupError:
     """One line for a database failure; never the password (psycopg may echo the conninfo)."""
     message = mask_password(" ".join(str(exc).split())) or type(exc).__name__
+    if connecting:
+        return SetupError(
+            f"ledger: cannot connect to the PostgreSQL ledger {shown(url)} ({message}); check the "
+            "URL, the server and the credentials (URL, PGPASSFILE/PGSERVICE or PG* variables)"
+        )
     lost = any(
         part in message
         for part in ("server closed the connection", "terminating connection", "connection is closed",
