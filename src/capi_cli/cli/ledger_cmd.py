@@ -1,4 +1,4 @@
-"""`capi ledger stats|list|export|forget|prune|path`: look into and maintain the delivery ledger."""
+"""`capi ledger stats|list|export|forget|prune|path|copy`: look into and maintain the delivery ledger."""
 
 from __future__ import annotations
 
@@ -269,3 +269,26 @@ def path_cmd(ctx: typer.Context) -> None:
     (a PostgreSQL URL is printed with its password masked)
     """
     print(_ledger_ref(ctx).shown)
+
+
+@ledger_app.command("copy")
+def copy_cmd(
+    ctx: typer.Context,
+    to: str = typer.Option(..., "--to", metavar="URL", help="The PostgreSQL ledger: postgresql://..."),
+    fmt: TableJson = typer.Option(TableJson.table, "--format", help="Output format."),
+) -> None:
+    """Copy this SQLite ledger (events and referrals) into a PostgreSQL ledger, idempotently.
+
+    Rows the PostgreSQL ledger has already are left as they are: running it twice changes nothing.
+
+    Example: capi ledger copy --to postgresql://capi@db.internal/capi
+    """
+    from capi_cli.ledger.copy import copy_to_postgres
+
+    result = copy_to_postgres(_ledger_ref(ctx), to)
+    if fmt is TableJson.json:
+        write_json(result.to_dict())
+    else:
+        info(ctx, f"copied to {result.to}: " + "; ".join(
+            f"{table} {result.copied[table]} new, {result.already[table]} already there" for table in result.copied
+        ))
