@@ -16,6 +16,9 @@ median of their ratios in back-to-back pairs, so that a slow minute on a shared 
   rerun    the same send again, every event already `sent` in the ledger, against the dry run: < 0.5x
   extract  `capi extract-referral LOG --no-store` on a generated webhook log: deliveries/s, peak RSS
   startup  `capi --version` against `python -c "import typer"`: <= 1.5x
+  postgres with --postgres URL (a scratch server): send and re-run as above on a PostgreSQL ledger,
+           and 4 hosts (processes) splitting one 400,000-event backfill (quick 40,000) by the
+           claims against one host: <= 0.5x (bench/bench_postgres.py)
 
 A missed target is marked MISSED in the table; the exit status is non-zero only when a measurement
 could not be made (a command failed), so that noise on a shared CI machine does not fail the build.
@@ -43,7 +46,7 @@ sys.path.insert(0, str(HERE))
 from bench_build import generate  # noqa: E402
 from bench_extract import generate as generate_webhooks  # noqa: E402
 
-NAMES = ("dryrun", "memory", "send", "rerun", "extract", "startup")
+NAMES = ("dryrun", "memory", "send", "rerun", "extract", "startup", "postgres")
 LATENCY = 0.3
 STANDIN_DATASET = "1234567890"
 STANDIN_TOKEN = "test-token"
@@ -326,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, help="runs per measurement, median reported (default 3; quick 1)")
     parser.add_argument("--webhook-mb", type=int, help="size of the webhook log (default 200; quick 10)")
     parser.add_argument("--only", action="append", choices=NAMES, help="run only this measurement (repeatable)")
+    parser.add_argument("--postgres", metavar="URL", help="a scratch PostgreSQL server for the PostgreSQL column")
+    parser.add_argument("--backfill", type=int, help="events split by 4 hosts (default 400,000; quick 40,000)")
     args = parser.parse_args(argv)
     rows = args.rows or (40_000 if args.quick else 1_000_000)
     small_rows = max(rows // (2 if args.quick else 10), 1)
@@ -352,6 +357,15 @@ def main(argv: list[str] | None = None) -> int:
                 bench.extract()
             if "startup" in only:
                 bench.startup()
+            if "postgres" in only and not args.postgres:
+                print("PostgreSQL column: skipped (no --postgres URL given)", file=sys.stderr)
+            elif "postgres" in only:
+                from bench_postgres import measure
+
+                backfill = args.backfill or (40_000 if args.quick else 400_000)
+                send_only = set(only) == {"postgres"}
+                measure(bench, args.postgres, backfill, send_only or "send" in only,
+                        send_only or "rerun" in only, True)
         except BenchError as exc:
             print(table(bench.rows_out))
             print(f"error: {exc}", file=sys.stderr)

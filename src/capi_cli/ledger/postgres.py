@@ -38,8 +38,9 @@ _GONE = "the run that sent this batch ended before Meta's answer was recorded"
 
 
 class PostgresLedger(EventQueries, ReferralStore):
-    """The `postgres` backend of LedgerStore. Two connections: the writer (claims, settles, and
-    the run's liveness lock) and a reader for the lookups made while the writers work."""
+    """The `postgres` backend of LedgerStore. The main connection holds the run's registration
+    and liveness lock; a reader serves the lookups made while batches are claimed and settled,
+    each sending thread on a connection of its own (so batches do not wait for each other)."""
 
     def __init__(self, raw: Any, url: str) -> None:
         self.url = url
@@ -51,6 +52,9 @@ class PostgresLedger(EventQueries, ReferralStore):
         self._reader_lock = threading.Lock()
         self.run_id: str | None = None
         self._run_lock_key: int | None = None
+        self._thread = threading.local()
+        self._senders: list[Any] = []  # the sending threads' connections
+        self._senders_lock = threading.Lock()
 
     @property
     def ref(self) -> LedgerRef:
@@ -104,8 +108,18 @@ class PostgresLedger(EventQueries, ReferralStore):
             self._reader = TranslatingConnection(self._reader_raw)
         return self._reader
 
+    def _sending_connection(self) -> Any:
+        raw = getattr(self._thread, "raw", None)
+        if raw is None:
+            raw = self._thread.raw = connect(self.url)
+            with self._senders_lock:
+                self._senders.append(raw)
+        return raw
+
     def close(self) -> None:
-        for raw in (self._reader_raw, self._raw):
+        with self._senders_lock:
+            senders, self._senders = self._senders, []
+        for raw in (*senders, self._reader_raw, self._raw):
             if raw is not None:
                 try:
                     raw.close()
@@ -238,37 +252,37 @@ class PostgresLedger(EventQueries, ReferralStore):
             [e.event_name for e in events], [e.event_id for e in events], [e.event_time for e in events],
             [e.source for e in events], [e.line for e in events], [e.payload_hash for e in events],
         )
-        with self._lock:
-            try:
-                with self._raw.transaction():
-                    claimed = {tuple(row) for row in self._raw.execute(
-                        "INSERT INTO events (dataset_id, event_name, event_id, state, event_time, batch_id, "
-                        "attempts, source, line, payload_hash, created_at, updated_at, run_id) "
-                        "SELECT %s, n, i, 'in_flight', t, %s, 1, s, l, h, %s, %s, %s FROM unnest("
-                        "%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::text[]) "
-                        "AS u(n, i, t, s, l, h) ORDER BY n, i "
-                        "ON CONFLICT (dataset_id, event_name, event_id) DO NOTHING RETURNING event_name, event_id",
-                        (dataset_id, batch_id, now, now, self.run_id, *columns),
-                    ).fetchall()}
-                    rest = [i for i, e in enumerate(events) if (e.event_name, e.event_id) not in claimed]
-                    if rest:
-                        picked = [[column[i] for i in rest] for column in columns]
-                        expected = [events[i].claim_from for i in rest]
-                        claimed.update(tuple(row) for row in self._raw.execute(
-                            "UPDATE events e SET state = 'in_flight', event_time = u.t, batch_id = %s, "
-                            "attempts = e.attempts + 1, source = u.s, line = u.l, payload_hash = u.h, "
-                            "updated_at = %s, run_id = %s, error_code = NULL, error_subcode = NULL, "
-                            "error_message = NULL FROM unnest(%s::text[], %s::text[], %s::bigint[], "
-                            "%s::text[], %s::bigint[], %s::text[], %s::text[]) AS u(n, i, t, s, l, h, x) "
-                            "WHERE e.dataset_id = %s AND e.event_name = u.n AND e.event_id = u.i "
-                            "AND e.state <> 'in_flight' AND (e.state = 'failed' OR e.state = u.x) "
-                            "RETURNING e.event_name, e.event_id",
-                            (batch_id, now, self.run_id, *picked, expected, dataset_id),
-                        ).fetchall())
-            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
-                raise
-            except psycopg.Error as exc:
-                raise error(self.url, exc) from None
+        raw = self._sending_connection()
+        try:
+            with raw.transaction():
+                claimed = {tuple(row) for row in raw.execute(
+                    "INSERT INTO events (dataset_id, event_name, event_id, state, event_time, batch_id, "
+                    "attempts, source, line, payload_hash, created_at, updated_at, run_id) "
+                    "SELECT %s, n, i, 'in_flight', t, %s, 1, s, l, h, %s, %s, %s FROM unnest("
+                    "%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::text[]) "
+                    "AS u(n, i, t, s, l, h) ORDER BY n, i "
+                    "ON CONFLICT (dataset_id, event_name, event_id) DO NOTHING RETURNING event_name, event_id",
+                    (dataset_id, batch_id, now, now, self.run_id, *columns),
+                ).fetchall()}
+                rest = [i for i, e in enumerate(events) if (e.event_name, e.event_id) not in claimed]
+                if rest:
+                    picked = [[column[i] for i in rest] for column in columns]
+                    expected = [events[i].claim_from for i in rest]
+                    claimed.update(tuple(row) for row in raw.execute(
+                        "UPDATE events e SET state = 'in_flight', event_time = u.t, batch_id = %s, "
+                        "attempts = e.attempts + 1, source = u.s, line = u.l, payload_hash = u.h, "
+                        "updated_at = %s, run_id = %s, error_code = NULL, error_subcode = NULL, "
+                        "error_message = NULL FROM unnest(%s::text[], %s::text[], %s::bigint[], "
+                        "%s::text[], %s::bigint[], %s::text[], %s::text[]) AS u(n, i, t, s, l, h, x) "
+                        "WHERE e.dataset_id = %s AND e.event_name = u.n AND e.event_id = u.i "
+                        "AND e.state <> 'in_flight' AND (e.state = 'failed' OR e.state = u.x) "
+                        "RETURNING e.event_name, e.event_id",
+                        (batch_id, now, self.run_id, *picked, expected, dataset_id),
+                    ).fetchall())
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            raise
+        except psycopg.Error as exc:
+            raise error(self.url, exc) from None
         return claimed  # type: ignore[return-value]
 
     def settle(
@@ -284,8 +298,8 @@ class PostgresLedger(EventQueries, ReferralStore):
         fbtrace_id: str | None = None,
     ) -> None:
         names, ids = _columns(list(keys))
-        with self._lock, self._errors():
-            self._raw.execute(
+        with self._errors():
+            self._sending_connection().execute(
                 "UPDATE events e SET state = %s, batch_id = %s, error_code = %s, error_subcode = %s, "
                 "error_message = %s, fbtrace_id = %s, updated_at = %s "
                 "FROM unnest(%s::text[], %s::text[]) AS k(n, i) "
