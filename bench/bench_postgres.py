@@ -1,5 +1,5 @@
 """The PostgreSQL column of bench/run.py (SPEC §9): the send and re-run targets on a PostgreSQL
-ledger, and 4 hosts (processes, each its own CAPI_HOME) splitting one backfill by the claims.
+ledger, and 4 hosts (processes, each its own CAPI_HOME) splitting one backfill with `send --shard K/4`.
 
 Each measurement gets a database of its own on the server given (`--postgres URL`: a scratch
 server, the account able to CREATE DATABASE), dropped afterwards.
@@ -90,12 +90,13 @@ def measure(bench: Bench, url: str, backfill: int, want_send: bool, want_rerun: 
 
 
 def _hosts_at_once(bench: Bench, command: list[str], env: dict[str, str]) -> float:
-    """Wall time of HOSTS sends of the same file started together, each its own CAPI_HOME: the
-    claims split the work (an event claimed by one host is skipped by the others)."""
+    """Wall time of HOSTS sends of the same file started together, each its own CAPI_HOME and its
+    `--shard K/HOSTS` (README, "Several hosts"); the claims keep it exactly-once either way."""
     from run import BenchError
 
     started = time.perf_counter()
-    procs = [subprocess.Popen(command, env={**env, "CAPI_HOME": str(bench.tmp / f"host{k}")},
+    procs = [subprocess.Popen([*command, "--shard", f"{k + 1}/{HOSTS}"],
+                              env={**env, "CAPI_HOME": str(bench.tmp / f"host{k}")},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for k in range(HOSTS)]
     errors = [proc.communicate()[1] for proc in procs]
     elapsed = time.perf_counter() - started

@@ -17,8 +17,8 @@ median of their ratios in back-to-back pairs, so that a slow minute on a shared 
   extract  `capi extract-referral LOG --no-store` on a generated webhook log: deliveries/s, peak RSS
   startup  `capi --version` against `python -c "import typer"`: <= 1.5x
   postgres with --postgres URL (a scratch server): send and re-run as above on a PostgreSQL ledger,
-           and 4 hosts (processes) splitting one 400,000-event backfill (quick 40,000) by the
-           claims against one host: <= 0.5x (bench/bench_postgres.py)
+           and 4 hosts (processes) splitting one 400,000-event backfill (quick 40,000) with
+           `send --shard K/4` against one host: <= 0.5x (bench/bench_postgres.py)
 
 A missed target is marked MISSED in the table; the exit status is non-zero only when a measurement
 could not be made (a command failed), so that noise on a shared CI machine does not fail the build.

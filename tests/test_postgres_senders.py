@@ -54,9 +54,9 @@ def host_env(home: Path, graph_url: str, ledger: str) -> dict[str, str]:
     return env
 
 
-def spawn(home: Path, graph_url: str, ledger: str, files: list[Path]) -> subprocess.Popen[str]:
+def spawn(home: Path, graph_url: str, ledger: str, files: list[Path], *extra: str) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "capi_cli", "send", "--batch-size", "20", "--concurrency", "2",
-            "--no-progress", "--format", "json"]
+            "--no-progress", "--format", "json", *extra]
     for path in files:
         argv += ["--file", str(path)]
     return subprocess.Popen(argv, env=host_env(home, graph_url, ledger), stdout=subprocess.PIPE,
@@ -137,3 +137,28 @@ def test_killed_sender_loses_nothing_and_only_its_events_become_uncertain(tmp_pa
         for event_id, (state, _) in ledger_states.items():
             if state == "sent":
                 assert event_id in received
+
+
+def test_hosts_split_one_backfill_by_shard(tmp_path: Path, pg_url: str) -> None:
+    """`--shard K/N`: each host builds and sends only its share of one file; together, all of it."""
+    files, ids = overlapping_files(tmp_path, 1, per_host=400)
+    with GraphStandin(token=TOKEN, datasets={DATASET}, latency=0.02) as graph:
+        procs = [spawn(tmp_path / f"home{k}", graph.url, pg_url, files, "--shard", f"{k}/4") for k in range(1, 5)]
+        results = [finish(proc) for proc in procs]
+        assert [code for code, _, _ in results] == [0] * 4, [err for _, _, err in results]
+        summaries = [json.loads(out) for _, out, _ in results]
+        assert graph.duplicates() == {} and {event_id for _, event_id in graph.received} == set(ids)
+        assert sum(s["sent"] for s in summaries) == len(ids)
+        assert all(0 < s["sent"] < len(ids) // 2 for s in summaries), summaries  # each about a quarter
+        assert all(s["sent"] + s["skipped"] == len(ids) for s in summaries)
+        # A host that re-runs the whole file afterwards sends nothing again.
+        code, out, err = finish(spawn(tmp_path / "home9", graph.url, pg_url, files))
+        assert code == 0 and json.loads(out)["sent"] == 0, err
+
+
+def test_bad_shard_is_a_usage_error(tmp_path: Path) -> None:
+    files, _ = overlapping_files(tmp_path, 1, per_host=10)
+    for bad in ("0/4", "5/4", "two", "1/0"):
+        code, _, err = finish(spawn(tmp_path / "home", "http://127.0.0.1:9", str(tmp_path / "l.sqlite3"), files,
+                                    "--shard", bad))
+        assert code == 2 and "--shard" in err, err

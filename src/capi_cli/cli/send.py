@@ -53,6 +53,10 @@ def send(
     limit: int = typer.Option(None, "--limit", min=1, help="Stop after N events."),
     fmt: TableJson = typer.Option(TableJson.table, "--format", help="json prints the summary on stdout."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar, even on a terminal."),
+    shard: str = typer.Option(
+        None, "--shard", metavar="K/N",
+        help="Send only the K-th of N shares of the events (hosts splitting one input; others count as skipped).",
+    ),
 ) -> None:
     """Send conversion events to the dataset, each exactly once (the ledger remembers what was sent).
 
@@ -63,7 +67,7 @@ def send(
     parallel.warm_up(files)
     try:
         _send(ctx, files, map_file, sets, input_format, dry_run, output, test_event_code, batch_size, concurrency,
-              strict, resend, resend_uncertain, since, until, limit, fmt, no_progress)
+              strict, resend, resend_uncertain, since, until, limit, fmt, no_progress, shard)
     finally:
         parallel.cool_down()
 
@@ -72,10 +76,11 @@ def _send(
     ctx: typer.Context, files: list[str], map_file: str | None, sets: list[str], input_format: str | None,
     dry_run: bool, output: str | None, test_event_code: str | None, batch_size: int | None,
     concurrency: int | None, strict: bool, resend: bool, resend_uncertain: bool, since: str | None,
-    until: str | None, limit: int | None, fmt: TableJson, no_progress: bool,
+    until: str | None, limit: int | None, fmt: TableJson, no_progress: bool, shard: str | None = None,
 ) -> None:
     from capi_cli.delivery.run import SendRequest, run_send
     from capi_cli.events.pipeline import BuildOptions
+    from capi_cli.events.shard import Shard
 
     s = settings(ctx, batch_size=batch_size, concurrency=concurrency)
     st = state(ctx)
@@ -91,6 +96,7 @@ def _send(
         strict=strict,
         resend=resend,
         resend_uncertain=resend_uncertain,
+        shard=Shard.parse(shard) if shard is not None else None,
     )
     if resend:
         warn("--resend sends again events Meta already counted: they will be counted twice")

@@ -17,6 +17,7 @@ from capi_cli.config import Settings
 from capi_cli.delivery.engine import DeliveryOptions, DeliveryProgress, DeliverySummary, deliver, ledger_skip
 from capi_cli.errors import ExitCode, UsageError, worst
 from capi_cli.events.pipeline import BuildOptions, BuiltEvent, Problem, iter_events
+from capi_cli.events.shard import Shard
 from capi_cli.ledger import LedgerRef, LedgerState, LedgerStore
 
 
@@ -30,6 +31,7 @@ class SendRequest:
     strict: bool = False
     resend: bool = False
     resend_uncertain: bool = False
+    shard: Shard | None = None  # this host's share of the events (send --shard K/N)
 
 
 @dataclass
@@ -200,7 +202,10 @@ def _run(
     progress: Callable[[DeliveryProgress], None] | None,
     stop: threading.Event | None,
 ) -> SendReport:
-    skip = ledger_skip(ledger, dataset_id) if ledger is not None and not request.resend else None
+    if request.shard is not None and (ledger is None or request.resend):
+        raise UsageError("--shard needs the ledger: it cannot be combined with --resend, nor used in a dry run "
+                         "without a dataset's ledger")
+    skip = ledger_skip(ledger, dataset_id, shard=request.shard) if ledger is not None and not request.resend else None
     events = iter_events(request.files, settings, request.build, referrals=ledger, skip=skip)
     counter = _Counter(events, keep)
     sink = _write_ndjson(request.output) if request.output is not None else None

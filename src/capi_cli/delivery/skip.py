@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from capi_cli.events.shard import Shard
 from capi_cli.ledger.schema import LedgerState
 
 if TYPE_CHECKING:
@@ -17,19 +18,26 @@ class LedgerSkip:
     does not even normalize and hash them. Other states are left to deliver (which counts them).
 
     `worker_spec` lets the pipeline's worker processes ask the ledger themselves (in batches);
-    they report what they skipped to `note_skipped`, so `skipped` counts both ways."""
+    they report what they skipped to `note_skipped`, so `skipped` counts both ways. With a
+    `shard` (send --shard K/N), events of the other shares are skipped the same way."""
 
-    def __init__(self, ledger: LedgerStore, dataset_id: str, *, resend: bool = False) -> None:
+    def __init__(
+        self, ledger: LedgerStore, dataset_id: str, *, resend: bool = False, shard: Shard | None = None
+    ) -> None:
         self.ledger = ledger
         self.dataset_id = dataset_id
         self.resend = resend
+        self.shard = shard
         self.skipped = 0
 
     @property
-    def worker_spec(self) -> tuple[LedgerRef, str] | None:
-        return None if self.resend else (self.ledger.ref, self.dataset_id)
+    def worker_spec(self) -> tuple[LedgerRef, str, Shard | None] | None:
+        return None if self.resend else (self.ledger.ref, self.dataset_id, self.shard)
 
     def __call__(self, event_name: str, event_id: str) -> bool:
+        if self.shard is not None and not self.shard.holds(event_name, event_id):
+            self.skipped += 1
+            return True
         if not self.resend and self.ledger.state_of(self.dataset_id, event_name, event_id) is LedgerState.SENT:
             self.skipped += 1
             return True
@@ -39,9 +47,22 @@ class LedgerSkip:
         self.skipped += 1
 
     def sent_among(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """The keys the ledger says were sent, in as few queries as the parameter limit allows."""
-        return self.ledger.sent_among(self.dataset_id, keys)
+        """The keys to skip: recorded sent, or (with a shard) another host's share."""
+        return skipped_among(self.ledger, self.dataset_id, self.shard, keys)
 
 
-def ledger_skip(ledger: LedgerStore, dataset_id: str, *, resend: bool = False) -> LedgerSkip:
-    return LedgerSkip(ledger, dataset_id, resend=resend)
+def skipped_among(
+    ledger: LedgerStore, dataset_id: str, shard: Shard | None, keys: list[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """What this process or a worker skips before hashing: another share's keys, and the rest
+    the ledger records as sent (one query for the chunk)."""
+    if shard is None:
+        return ledger.sent_among(dataset_id, keys)
+    others = {key for key in keys if not shard.holds(*key)}
+    return others | ledger.sent_among(dataset_id, [key for key in keys if key not in others])
+
+
+def ledger_skip(
+    ledger: LedgerStore, dataset_id: str, *, resend: bool = False, shard: Shard | None = None
+) -> LedgerSkip:
+    return LedgerSkip(ledger, dataset_id, resend=resend, shard=shard)

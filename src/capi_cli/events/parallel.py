@@ -415,8 +415,10 @@ class _Worker:
         sent = config.get("sent")
         self.sent_among: Callable[[list[tuple[str, str]]], set[tuple[str, str]]] | None = None
         if sent:
-            sent_ledger, dataset_id = ledger(sent[0]), sent[1]
-            self.sent_among = lambda keys: sent_ledger.sent_among(dataset_id, keys)
+            from capi_cli.delivery.skip import skipped_among
+
+            sent_ledger, dataset_id, shard = ledger(sent[0]), sent[1], sent[2]
+            self.sent_among = lambda keys: skipped_among(sent_ledger, dataset_id, shard, keys)
         builder = EventBuilder(
             SimpleNamespace(**config["settings"]),
             now=config["now"],

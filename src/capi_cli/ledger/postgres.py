@@ -207,21 +207,24 @@ class PostgresLedger(EventQueries, ReferralStore):
     def _lookup(
         self, reader: Any, dataset_id: str, keys: Sequence[EventKey], columns: str, condition: str
     ) -> Iterator[tuple[Any, ...]]:
-        names, ids = _columns(keys)
+        """One query per event name: `event_id = ANY(...)` on the key's unique index. Planned at
+        each call (prepare=False): a plan cached while the table was small (a seq scan) would be
+        kept by the session as the table grows, costing a scan of the table per key."""
         select = f", {columns}" if columns else ""
-        rows = reader.raw.execute(
-            f"SELECT e.event_name, e.event_id{select} FROM events e "
-            "JOIN unnest(%s::text[], %s::text[]) AS k(n, i) ON e.event_name = k.n AND e.event_id = k.i "
-            f"WHERE e.dataset_id = %s{condition}",
-            (names, ids, dataset_id),
-        ).fetchall()
-        yield from rows
+        for name, ids in _ids_by_name(keys).items():
+            rows = reader.raw.execute(
+                f"SELECT event_id{select} FROM events WHERE dataset_id = %s AND event_name = %s "
+                f"AND event_id = ANY(%s){condition}",
+                (dataset_id, name, ids), prepare=False,
+            ).fetchall()
+            for row in rows:
+                yield (name, *row)
 
     def sent_among(self, dataset_id: str, keys: Sequence[EventKey]) -> set[EventKey]:
         if not keys:
             return set()
         with self._reader_lock, self._errors():
-            rows = self._lookup(self._read_connection(), dataset_id, keys, "", " AND e.state = 'sent'")
+            rows = self._lookup(self._read_connection(), dataset_id, keys, "", " AND state = 'sent'")
             return {(name, event_id) for name, event_id in rows}
 
     def begin_batch(self, dataset_id: str, batch_id: str, events: Sequence[PendingEvent]) -> set[EventKey]:
@@ -262,7 +265,7 @@ class PostgresLedger(EventQueries, ReferralStore):
                     "%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::text[]) "
                     "AS u(n, i, t, s, l, h) ORDER BY n, i "
                     "ON CONFLICT (dataset_id, event_name, event_id) DO NOTHING RETURNING event_name, event_id",
-                    (dataset_id, batch_id, now, now, self.run_id, *columns),
+                    (dataset_id, batch_id, now, now, self.run_id, *columns), prepare=False,
                 ).fetchall()}
                 rest = [i for i, e in enumerate(events) if (e.event_name, e.event_id) not in claimed]
                 if rest:
@@ -277,7 +280,7 @@ class PostgresLedger(EventQueries, ReferralStore):
                         "WHERE e.dataset_id = %s AND e.event_name = u.n AND e.event_id = u.i "
                         "AND e.state <> 'in_flight' AND (e.state = 'failed' OR e.state = u.x) "
                         "RETURNING e.event_name, e.event_id",
-                        (batch_id, now, self.run_id, *picked, expected, dataset_id),
+                        (batch_id, now, self.run_id, *picked, expected, dataset_id), prepare=False,
                     ).fetchall())
         except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
             raise
@@ -297,17 +300,17 @@ class PostgresLedger(EventQueries, ReferralStore):
         error_message: str | None = None,
         fbtrace_id: str | None = None,
     ) -> None:
-        names, ids = _columns(list(keys))
-        with self._errors():
-            self._sending_connection().execute(
-                "UPDATE events e SET state = %s, batch_id = %s, error_code = %s, error_subcode = %s, "
-                "error_message = %s, fbtrace_id = %s, updated_at = %s "
-                "FROM unnest(%s::text[], %s::text[]) AS k(n, i) "
-                "WHERE e.dataset_id = %s AND e.event_name = k.n AND e.event_id = k.i "
-                "AND e.run_id = %s AND e.state = 'in_flight'",
-                (str(LedgerState(state)), batch_id, error_code, error_subcode, error_message, fbtrace_id,
-                 time.time(), names, ids, dataset_id, self.run_id),
-            )
+        ids_by_name = _ids_by_name(list(keys))
+        now = time.time()
+        with self._errors(), self._sending_connection().transaction() as tx:
+            for name, ids in ids_by_name.items():
+                tx.connection.execute(
+                    "UPDATE events SET state = %s, batch_id = %s, error_code = %s, error_subcode = %s, "
+                    "error_message = %s, fbtrace_id = %s, updated_at = %s WHERE dataset_id = %s "
+                    "AND event_name = %s AND event_id = ANY(%s) AND run_id = %s AND state = 'in_flight'",
+                    (str(LedgerState(state)), batch_id, error_code, error_subcode, error_message, fbtrace_id,
+                     now, dataset_id, name, ids, self.run_id), prepare=False,
+                )
 
     def forget(
         self,
@@ -326,5 +329,8 @@ class PostgresLedger(EventQueries, ReferralStore):
             return int(conn.execute(f"DELETE FROM events{where}", params).rowcount)
 
 
-def _columns(keys: Sequence[EventKey]) -> tuple[list[str], list[str]]:
-    return [name for name, _ in keys], [event_id for _, event_id in keys]
+def _ids_by_name(keys: Iterable[EventKey]) -> dict[str, list[str]]:
+    ids_by_name: dict[str, list[str]] = {}
+    for name, event_id in keys:
+        ids_by_name.setdefault(name, []).append(event_id)
+    return ids_by_name
