@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from capi_cli.errors import ConfigError, UsageError
-from capi_cli.ledger.location import is_postgres
-from capi_cli.ledger.location import shown as shown_location
+from capi_cli.ledger import location
 
 APP_NAME = "capi"
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
@@ -184,7 +183,7 @@ class Settings:
             if name in SECRET_SETTINGS:
                 value = mask(value)
             elif name == "ledger" and value:
-                value = shown_location(value)  # a PostgreSQL URL's password
+                value = location.shown(value)  # a PostgreSQL URL's password
             shown[name] = value
         return shown
 
@@ -479,7 +478,7 @@ def load_settings(
 
     if not values["ledger"]:
         values["ledger"], sources["ledger"] = str(default_ledger_path(env)), "default"
-    elif sources["ledger"] == "profile" and not is_postgres(values["ledger"]):
+    elif sources["ledger"] == "profile" and not location.is_postgres(values["ledger"]):
         ledger = Path(values["ledger"]).expanduser()
         values["ledger"] = str(ledger if ledger.is_absolute() else path.parent / ledger)
 

@@ -56,11 +56,11 @@ def run_checks(profile: str | None, config_file: str | None, online: bool) -> li
 
 
 def _ledger_check(ledger_path: str) -> Check:
-    from capi_cli.ledger import LedgerRef
+    from capi_cli.ledger import LedgerRef, open_ledger
 
     ref = LedgerRef.parse(ledger_path)
     try:
-        with ref.open() as ledger:
+        with open_ledger(ref) as ledger:
             counts = ledger.stats()["total"]
     except CapiError as exc:
         return Check("ledger", False, exc.message, exc.exit_code)

@@ -86,10 +86,12 @@ def _ledger_ref(ctx: typer.Context) -> LedgerRef:
 
 def _open(ctx: typer.Context, *, create: bool = False) -> LedgerStore | None:
     """The ledger, or None when it does not exist yet and reading it would only create it."""
+    from capi_cli.ledger import open_ledger
+
     ref = _ledger_ref(ctx)
     if not create and not ref.exists():
         return None
-    return ref.open()
+    return open_ledger(ref)
 
 
 def _iso(ts: Any) -> Any:

@@ -18,7 +18,7 @@ from capi_cli.delivery.engine import DeliveryOptions, DeliveryProgress, Delivery
 from capi_cli.errors import ExitCode, UsageError, worst
 from capi_cli.events.pipeline import BuildOptions, BuiltEvent, Problem, iter_events
 from capi_cli.events.shard import Shard
-from capi_cli.ledger import LedgerRef, LedgerState, LedgerStore
+from capi_cli.ledger import LedgerRef, LedgerState, LedgerStore, open_ledger
 
 
 @dataclass
@@ -100,7 +100,7 @@ def _write_ndjson(stream: IO[str]) -> Callable[[Sequence[str]], None]:
 def _open_ledger_for_reading(location: str) -> LedgerStore | None:
     """A dry run changes nothing in the ledger: it reads it only if it already exists."""
     ref = LedgerRef.parse(location)
-    return ref.open() if ref.exists() else None
+    return open_ledger(ref) if ref.exists() else None
 
 
 def run_send(
@@ -163,7 +163,7 @@ def run_send(
     from capi_cli.delivery.graph import GraphClient
 
     # SQLite: one sender (exit 5 for a second); PostgreSQL: this run registered, its claims its own.
-    with LedgerRef.parse(settings.ledger).open() as ledger, ledger.sender():
+    with open_ledger(settings.ledger) as ledger, ledger.sender():
         recovered = ledger.recover_in_flight()
         with GraphClient.from_settings(settings, test_event_code=request.test_event_code) as client:
             report = run_with(ledger, client)

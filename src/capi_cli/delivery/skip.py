@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from capi_cli.events.shard import Shard
+from capi_cli.events.shard import Shard, skipped_among
 from capi_cli.ledger.schema import LedgerState
 
 if TYPE_CHECKING:
@@ -48,18 +48,7 @@ class LedgerSkip:
 
     def sent_among(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """The keys to skip: recorded sent, or (with a shard) another host's share."""
-        return skipped_among(self.ledger, self.dataset_id, self.shard, keys)
-
-
-def skipped_among(
-    ledger: LedgerStore, dataset_id: str, shard: Shard | None, keys: list[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    """What this process or a worker skips before hashing: another share's keys, and the rest
-    the ledger records as sent (one query for the chunk)."""
-    if shard is None:
-        return ledger.sent_among(dataset_id, keys)
-    others = {key for key in keys if not shard.holds(*key)}
-    return others | ledger.sent_among(dataset_id, [key for key in keys if key not in others])
+        return skipped_among(lambda rest: self.ledger.sent_among(self.dataset_id, rest), self.shard, keys)
 
 
 def ledger_skip(

@@ -407,18 +407,20 @@ class _Worker:
         ledgers: dict[LedgerRef, LedgerStore] = {}
 
         def ledger(ref: LedgerRef) -> LedgerStore:
+            from capi_cli.ledger.types import open_ledger
+
             if ref not in ledgers:
-                ledgers[ref] = ref.open()
+                ledgers[ref] = open_ledger(ref)
             return ledgers[ref]
 
         referrals = ledger(config["referrals"]) if config.get("referrals") else None
         sent = config.get("sent")
         self.sent_among: Callable[[list[tuple[str, str]]], set[tuple[str, str]]] | None = None
         if sent:
-            from capi_cli.delivery.skip import skipped_among
+            from capi_cli.events.shard import skipped_among
 
-            sent_ledger, dataset_id, shard = ledger(sent[0]), sent[1], sent[2]
-            self.sent_among = lambda keys: skipped_among(sent_ledger, dataset_id, shard, keys)
+            store, dataset_id, shard = ledger(sent[0]), sent[1], sent[2]
+            self.sent_among = lambda keys: skipped_among(lambda rest: store.sent_among(dataset_id, rest), shard, keys)
         builder = EventBuilder(
             SimpleNamespace(**config["settings"]),
             now=config["now"],

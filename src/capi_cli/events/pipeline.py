@@ -132,11 +132,11 @@ class BuiltEvent:
 def referral_store(settings: Any) -> Any:
     """The ledger holding stored referrals, or None when there is none yet (nothing is created)."""
     location = str(getattr(settings, "ledger", "") or "")
-    from capi_cli.ledger.types import LedgerRef
+    from capi_cli.ledger.types import LedgerRef, open_ledger
 
     if not location or not LedgerRef.parse(location).exists():
         return None
-    return LedgerRef.parse(location).open()
+    return open_ledger(location)
 
 
 def _bound(value: When, now: float, builder: EventBuilder, option: str) -> int | None:

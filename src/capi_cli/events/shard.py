@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from capi_cli.errors import UsageError
@@ -27,3 +28,17 @@ class Shard:
     def holds(self, event_name: str, event_id: str) -> bool:
         # crc32: stable across processes and hosts (Python's hash() is salted per process).
         return zlib.crc32(f"{event_name}\x1f{event_id}".encode()) % self.count == self.number - 1
+
+
+EventKey = tuple[str, str]
+
+
+def skipped_among(
+    sent_among: Callable[[list[EventKey]], set[EventKey]], shard: Shard | None, keys: list[EventKey]
+) -> set[EventKey]:
+    """What a host skips before hashing: another share's keys, and those of the rest that
+    `sent_among` (the ledger, one query for the chunk) says were sent."""
+    if shard is None:
+        return sent_among(keys)
+    others = {key for key in keys if not shard.holds(*key)}
+    return others | sent_among([key for key in keys if key not in others])

@@ -16,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from capi_cli.ledger.location import LedgerRef
     from capi_cli.ledger.referrals import iso_z, parse_iso_z, phone_digits, phone_key
     from capi_cli.ledger.schema import (
         EVENT_COLUMNS,
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
         PendingEvent,
     )
     from capi_cli.ledger.store import Ledger
-    from capi_cli.ledger.types import LedgerRef, LedgerStore, open_ledger
+    from capi_cli.ledger.types import LedgerStore, open_ledger
 
 _HOMES = {
     "EVENT_COLUMNS": "schema",
@@ -36,7 +37,7 @@ _HOMES = {
     "LedgerState": "schema",
     "PendingEvent": "schema",
     "Ledger": "store",
-    "LedgerRef": "types",
+    "LedgerRef": "location",
     "LedgerStore": "types",
     "open_ledger": "types",
     "iso_z": "referrals",

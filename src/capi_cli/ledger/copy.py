@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from capi_cli.errors import UsageError
+from capi_cli.ledger.location import LedgerRef
 from capi_cli.ledger.postgres import PostgresLedger
 from capi_cli.ledger.store import Ledger
-from capi_cli.ledger.types import LedgerRef
 
 # Each table, and the key on which a row already in PostgreSQL wins.
 _TABLES = (

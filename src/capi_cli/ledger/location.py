@@ -1,4 +1,5 @@
-"""Where a ledger lives: a file path or a `postgresql://` URL, and how to show it without its password.
+"""Where a ledger lives: a file path or a `postgresql://` URL (LedgerRef, which a worker process
+opens with ledger.open_ledger), and how to show it without its password.
 
 Kept free of heavy imports: `config show` and `ledger path` use it without opening anything.
 """
@@ -6,6 +7,9 @@ Kept free of heavy imports: `config show` and `ledger path` use it without openi
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -30,3 +34,30 @@ def mask_password(text: str) -> str:
 def shown(location: str) -> str:
     """The ledger's location as capi prints it anywhere (errors, `config show`, `ledger path`)."""
     return mask_password(location) if is_postgres(location) else location
+
+
+BackendKind = Literal["sqlite", "postgres"]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRef:
+    """Which ledger: a SQLite file (`location` is its path) or a PostgreSQL URL."""
+
+    kind: BackendKind
+    location: str
+
+    @classmethod
+    def parse(cls, location: str) -> LedgerRef:
+        return cls("postgres", location) if is_postgres(location) else cls("sqlite", location)
+
+    @property
+    def shown(self) -> str:
+        """For output and errors: a password in the URL masked."""
+        return shown(self.location)
+
+    def exists(self) -> bool:
+        """Whether there is something to read (a server is assumed to be there)."""
+        return self.kind == "postgres" or Path(self.location).expanduser().exists()
+
+    def __repr__(self) -> str:  # never the password, even in a traceback
+        return f"LedgerRef({self.kind!r}, {self.shown!r})"

@@ -24,13 +24,12 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from capi_cli.errors import SetupError
-from capi_cli.ledger.location import shown
+from capi_cli.ledger.location import LedgerRef, shown
 from capi_cli.ledger.pg_readahead import ReadAhead
 from capi_cli.ledger.pg_sql import TranslatingConnection, connect, error
 from capi_cli.ledger.queries import EventQueries
 from capi_cli.ledger.referrals import ReferralStore
 from capi_cli.ledger.schema import MIGRATIONS, EventKey, LedgerState, PendingEvent, postgres_sql, split_sql
-from capi_cli.ledger.types import LedgerRef
 
 # pg_advisory_xact_lock key under which migrations run, so two hosts starting at once migrate once.
 MIGRATION_LOCK = 0x6361_7069_6D69_67  # "capimig"

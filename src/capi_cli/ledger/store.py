@@ -22,7 +22,7 @@ from pathlib import Path
 
 from capi_cli.errors import LedgerLocked, SetupError
 from capi_cli.ledger.files import check_file, create_ledger, ledger_error
-from capi_cli.ledger.location import is_postgres
+from capi_cli.ledger.location import LedgerRef, is_postgres
 from capi_cli.ledger.queries import EventQueries
 from capi_cli.ledger.referrals import ReferralStore, iso_z, parse_iso_z, phone_digits, phone_key
 from capi_cli.ledger.schema import (
@@ -37,7 +37,6 @@ from capi_cli.ledger.schema import (
     split_sql,
     sqlite_sql,
 )
-from capi_cli.ledger.types import LedgerRef
 
 __all__ = [
     "EVENT_COLUMNS",

@@ -9,52 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from capi_cli.ledger.location import is_postgres, shown
+from capi_cli.ledger.location import LedgerRef
 from capi_cli.ledger.schema import EventKey, LedgerState, PendingEvent
 
-BackendKind = Literal["sqlite", "postgres"]
+__all__ = ["LedgerRef", "LedgerStore", "open_ledger"]
 
+def open_ledger(location: str | Path | LedgerRef) -> LedgerStore:
+    """The ledger at `location` (a file path, a postgresql:// URL, or a LedgerRef), migrated and ready."""
+    ref = location if isinstance(location, LedgerRef) else LedgerRef.parse(str(location))
+    if ref.kind == "postgres":
+        from capi_cli.ledger.postgres import PostgresLedger
 
-@dataclass(frozen=True, slots=True)
-class LedgerRef:
-    """Which ledger: a SQLite file (`location` is its path) or a PostgreSQL URL."""
+        return PostgresLedger.open(ref.location)
+    from capi_cli.ledger.store import Ledger
 
-    kind: BackendKind
-    location: str
-
-    @classmethod
-    def parse(cls, location: str) -> LedgerRef:
-        return cls("postgres", location) if is_postgres(location) else cls("sqlite", location)
-
-    @property
-    def shown(self) -> str:
-        """For output and errors: a password in the URL masked."""
-        return shown(self.location)
-
-    def exists(self) -> bool:
-        """Whether there is something to read (a server is assumed to be there)."""
-        return self.kind == "postgres" or Path(self.location).expanduser().exists()
-
-    def open(self) -> LedgerStore:
-        if self.kind == "postgres":
-            from capi_cli.ledger.postgres import PostgresLedger
-
-            return PostgresLedger.open(self.location)
-        from capi_cli.ledger.store import Ledger
-
-        return Ledger.open(self.location)
-
-    def __repr__(self) -> str:  # never the password, even in a traceback
-        return f"LedgerRef({self.kind!r}, {self.shown!r})"
-
-
-def open_ledger(location: str | Path) -> LedgerStore:
-    """The ledger at `location` (a file path or a postgresql:// URL), migrated and ready."""
-    return LedgerRef.parse(str(location)).open()
+    return Ledger.open(ref.location)
 
 
 class LedgerStore(Protocol):
