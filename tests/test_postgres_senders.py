@@ -105,10 +105,15 @@ def test_killed_sender_loses_nothing_and_only_its_events_become_uncertain(tmp_pa
         procs = [spawn(tmp_path / f"home{k}", graph.url, pg_url, [path]) for k, path in enumerate(files)]
         victim = procs[rng.randrange(hosts)]
         deadline = time.monotonic() + 60
-        while graph.posts < rng.randint(3, 12) and time.monotonic() < deadline:
+        runs: dict[int, str] = {}
+        while victim.pid not in runs:  # registered (a loaded machine starts processes slowly)
+            assert time.monotonic() < deadline and victim.poll() is None
+            runs = {run["pid"]: run["run_id"] for run in ledger.live_runs()}
+            time.sleep(0.02)
+        target = graph.posts + rng.randint(1, 10)
+        while graph.posts < target and time.monotonic() < deadline and victim.poll() is None:
             time.sleep(0.005)
         runs = {run["pid"]: run["run_id"] for run in ledger.live_runs()}
-        assert victim.pid in runs, runs
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
         killed_at = time.monotonic()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from capi_cli.errors import LedgerLocked, SetupError
 from capi_cli.ledger.files import check_file, create_ledger, ledger_error
-from capi_cli.ledger.location import LedgerRef, is_postgres
+from capi_cli.ledger.location import LedgerRef, is_postgres, shown
 from capi_cli.ledger.queries import EventQueries
 from capi_cli.ledger.referrals import ReferralStore, iso_z, parse_iso_z, phone_digits, phone_key
 from capi_cli.ledger.schema import (
@@ -85,7 +85,8 @@ class Ledger(EventQueries, ReferralStore):
         """The SQLite ledger at `path`; `ledger.open_ledger` opens either backend."""
         text = os.fspath(path)
         if is_postgres(text):
-            raise SetupError("ledger: a PostgreSQL URL is opened by capi_cli.ledger.open_ledger, not Ledger.open")
+            # Callers that take either backend use ledger.open_ledger; this one needs the file.
+            raise SetupError(f"ledger: {shown(text)}: this needs a SQLite ledger file, not a PostgreSQL URL")
         p = Path(text).expanduser()
         if p.is_dir():
             raise SetupError(f"ledger: {p} is a directory; CAPI_LEDGER must name a file")
