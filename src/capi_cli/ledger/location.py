@@ -16,7 +16,7 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # `user:password@` in a URL's authority; libpq's keyword form (`password=...`) is masked too.
 _URL_PASSWORD = re.compile(r"^(?P<head>[a-z]+://[^:/@]*):(?P<secret>[^@/]*)@", re.IGNORECASE)
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<secret>[^&]*)", re.IGNORECASE)
-_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'[^']*'|\S+)", re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'[^']*'|[^\s&]+)", re.IGNORECASE)
 MASK = "***"
 
 
