@@ -272,17 +272,16 @@ class PostgresLedger(EventQueries, ReferralStore):
         order so two runs claiming overlapping batches lock rows in the same order."""
         if self.run_id is None:
             raise RuntimeError("begin_batch outside sender()")
+        import psycopg
+
         events = sorted(events, key=lambda e: (e.event_name, e.event_id))
         now = time.time()
         for attempt in range(_DEADLOCK_RETRIES):
             try:
                 return self._claim(dataset_id, batch_id, events, now)
-            except SetupError:
-                raise
-            except Exception as exc:  # psycopg's DeadlockDetected / SerializationFailure: retry
-                if attempt + 1 == _DEADLOCK_RETRIES or type(exc).__name__ not in (
-                    "DeadlockDetected", "SerializationFailure"
-                ):
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                # The transaction was rolled back whole: nothing was claimed, so trying again is safe.
+                if attempt + 1 == _DEADLOCK_RETRIES:
                     raise error(self.url, exc) from None
         raise AssertionError("unreachable")
 
