@@ -167,3 +167,32 @@ def test_bad_shard_is_a_usage_error(tmp_path: Path) -> None:
         code, _, err = finish(spawn(tmp_path / "home", "http://127.0.0.1:9", str(tmp_path / "l.sqlite3"), files,
                                     "--shard", bad))
         assert code == 2 and "--shard" in err, err
+
+
+def test_events_a_live_run_holds_are_never_sent_nor_forgotten_nor_recovered(tmp_path: Path, pg_url: str) -> None:
+    """Another host's run holds the first 20 events in flight (its request is out): a send here,
+    even with --resend-uncertain, leaves them to it; `ledger forget --all` and this run's recovery
+    do not touch them. Once that run is gone, the next run turns them uncertain."""
+    from capi_cli.ledger import PendingEvent, open_ledger
+
+    files, ids = overlapping_files(tmp_path, 1, per_host=60)
+    holder = open_ledger(pg_url)
+    with GraphStandin(token=TOKEN, datasets={DATASET}, latency=0.01) as graph:
+        with holder.sender():
+            held = [PendingEvent("Purchase", event_id, EVENT_TIME) for event_id in ids[:20]]
+            assert len(holder.begin_batch(DATASET, "other-host-000001", held)) == 20
+            code, out, err = finish(spawn(tmp_path / "home", graph.url, pg_url, files, "--resend-uncertain"))
+            assert code == 0, err
+            summary = json.loads(out)
+            assert (summary["sent"], summary["skipped"], summary["uncertain"]) == (40, 20, 0)
+            assert not {event_id for _, event_id in graph.received} & set(ids[:20])
+            forget = subprocess.run(
+                [sys.executable, "-m", "capi_cli", "ledger", "forget", "--all", "--yes", "--format", "json"],
+                env=host_env(tmp_path / "home", graph.url, pg_url), capture_output=True, text=True, timeout=60,
+            )
+            assert forget.returncode == 0 and json.loads(forget.stdout) == {"forgotten": 40}, forget.stderr
+            assert {i for i, (state, _) in states(pg_url).items() if state == "in_flight"} == set(ids[:20])
+        holder.close()  # the holding run ended without settling its batch (its answer never came)
+        code, out, err = finish(spawn(tmp_path / "home", graph.url, pg_url, files))
+        assert code == 4 and "20 events left in flight" in err, err
+        assert {i for i, (state, _) in states(pg_url).items() if state == "uncertain"} == set(ids[:20])
