@@ -160,6 +160,7 @@ class PostgresLedger(EventQueries, ReferralStore):
         finally:
             self.run_id = self._run_lock_key = None
             try:
+                self._analyze_if_stale()  # here rather than at the start of the next run (a re-run)
                 with self._lock:
                     self._raw.execute("DELETE FROM senders WHERE run_id = %s", (run_id,))
                     self._raw.execute("SELECT pg_advisory_unlock(%s)", (key,))
@@ -185,7 +186,6 @@ class PostgresLedger(EventQueries, ReferralStore):
             if due:
                 self._analyze_at = max(self._analyze_at * 2, _ANALYZE_AFTER)
                 self._claimed_since_analyze = 0
-        self._read_ahead = ReadAhead()
         if due:
             raw.execute("ANALYZE events")
 
