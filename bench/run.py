@@ -23,6 +23,9 @@ median of their ratios in back-to-back pairs, so that a slow minute on a shared 
   startup  `capi --version` against `python -c "import typer"`: <= 1.5x
   report   `capi report` (the terminal table) over a ledger of 1,000,000 events and 200,000 referrals
            (bench/bench_report.py; --quick: 100,000 and 20,000): < 2 s
+  postgres with --postgres URL (a scratch server): send and re-run as above on a PostgreSQL ledger,
+           and 4 hosts (processes) splitting one 400,000-event backfill (quick 40,000) with
+           `send --shard K/4` against one host: <= 0.5x (bench/bench_postgres.py)
 
 A missed target is marked MISSED in the table; the exit status is non-zero only when a measurement
 could not be made (a command failed), so that noise on a shared CI machine does not fail the build.
@@ -52,7 +55,7 @@ from bench_extract import generate as generate_webhooks  # noqa: E402
 from bench_join import generate as generate_join  # noqa: E402
 from bench_report import generate as generate_ledger  # noqa: E402
 
-NAMES = ("dryrun", "memory", "send", "rerun", "extract", "store", "join", "startup", "report")
+NAMES = ("dryrun", "memory", "send", "rerun", "extract", "store", "join", "startup", "report", "postgres")
 REPORT_TARGET_SECONDS = 2.0
 LATENCY = 0.3
 STANDIN_DATASET = "1234567890"
@@ -396,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-events", type=int, help="events in the report's ledger (default 1,000,000; "
                         "quick 100,000); its referrals are a fifth of that")
     parser.add_argument("--only", action="append", choices=NAMES, help="run only this measurement (repeatable)")
+    parser.add_argument("--postgres", metavar="URL", help="a scratch PostgreSQL server for the PostgreSQL column")
+    parser.add_argument("--backfill", type=int, help="events split by 4 hosts (default 400,000; quick 40,000)")
     args = parser.parse_args(argv)
     rows = args.rows or (40_000 if args.quick else 1_000_000)
     small_rows = max(rows // (2 if args.quick else 10), 1)
@@ -430,6 +435,15 @@ def main(argv: list[str] | None = None) -> int:
                 bench.startup()
             if "report" in only:
                 bench.report(report_events, report_events // 5)
+            if "postgres" in only and not args.postgres:
+                print("PostgreSQL column: skipped (no --postgres URL given)", file=sys.stderr)
+            elif "postgres" in only:
+                from bench_postgres import measure
+
+                backfill = args.backfill or (40_000 if args.quick else 400_000)
+                send_only = set(only) == {"postgres"}
+                measure(bench, args.postgres, backfill, send_only or "send" in only,
+                        send_only or "rerun" in only, True)
         except BenchError as exc:
             print(table(bench.rows_out))
             print(f"error: {exc}", file=sys.stderr)

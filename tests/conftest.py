@@ -13,6 +13,8 @@ os.environ["COLUMNS"] = "200"
 os.environ["NO_COLOR"] = "1"
 os.environ.pop("FORCE_COLOR", None)
 
+pytest_plugins = ["pg_fixtures"]  # postgres_server, pg_url: a real PostgreSQL server
+
 
 @pytest.fixture(autouse=True)
 def capi_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from capi_cli.errors import ConfigError, UsageError
+from capi_cli.ledger import location
 from capi_cli.rules import API_VERSION, GRAPH_URL
 from capi_cli.settings import (
     DEFAULTS,
@@ -84,6 +85,8 @@ class Settings:
             value = getattr(self, name)
             if name in SECRET_SETTINGS:
                 value = mask(value)
+            elif name == "ledger" and value:
+                value = location.shown(value)  # a PostgreSQL URL's password
             shown[name] = value
         return shown
 
@@ -310,7 +313,7 @@ def load_settings(
 
     if not values["ledger"]:
         values["ledger"], sources["ledger"] = str(default_ledger_path(env)), "default"
-    elif sources["ledger"] == "profile" and not values["ledger"].startswith(("postgres://", "postgresql://")):
+    elif sources["ledger"] == "profile" and not location.is_postgres(values["ledger"]):
         ledger = Path(values["ledger"]).expanduser()
         values["ledger"] = str(ledger if ledger.is_absolute() else path.parent / ledger)
 

@@ -56,17 +56,21 @@ def run_checks(profile: str | None, config_file: str | None, online: bool) -> li
 
 
 def _ledger_check(ledger_path: str) -> Check:
-    from capi_cli.ledger import Ledger
+    from capi_cli.ledger import LedgerRef, open_ledger
 
+    ref = LedgerRef.parse(ledger_path)
     try:
-        with Ledger.open(ledger_path) as ledger:
+        with open_ledger(ref) as ledger:
             counts = ledger.stats()["total"]
     except CapiError as exc:
         return Check("ledger", False, exc.message, exc.exit_code)
-    mode = oct(Path(ledger_path).stat().st_mode & 0o777)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "empty"
     uncertain = counts.get("uncertain", 0)
-    detail = f"{ledger_path} (writable, mode {mode[2:]}; {summary})"
+    if ref.kind == "postgres":
+        detail = f"{ref.shown} (PostgreSQL, migrated; {summary})"
+    else:
+        mode = oct(Path(ledger_path).stat().st_mode & 0o777)
+        detail = f"{ledger_path} (writable, mode {mode[2:]}; {summary})"
     if uncertain:
         return Check(
             "ledger",

@@ -25,7 +25,9 @@ def path_cmd(ctx: typer.Context, fmt: TableJson = typer.Option(TableJson.table, 
     Example: capi config path
     """
     s = settings(ctx)
-    paths = {"config_file": str(s.config_file), "home": str(s.home), "ledger": s.ledger}
+    from capi_cli.ledger.location import shown
+
+    paths = {"config_file": str(s.config_file), "home": str(s.home), "ledger": shown(s.ledger)}
     if fmt is TableJson.json:
         write_json(paths)
     else:

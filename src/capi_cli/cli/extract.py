@@ -25,7 +25,7 @@ from capi_cli.cli.common import (
 from capi_cli.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from capi_cli.ledger import Ledger
+    from capi_cli.ledger import LedgerStore
     from capi_cli.webhooks import ExtractStats, Referral
 
 TABLE_COLUMNS = ("channel", "user_id", "ctwa_clid", "ad_id", "business_id", "timestamp", "kind", "origin")
@@ -139,10 +139,10 @@ def _app_secret(ctx: typer.Context, env_name: str | None) -> str | None:
     return settings(ctx).app_secret
 
 
-def _open_ledger(ctx: typer.Context) -> Ledger:
-    from capi_cli.ledger import Ledger
+def _open_ledger(ctx: typer.Context) -> LedgerStore:
+    from capi_cli.ledger import open_ledger
 
-    return Ledger.open(settings(ctx).ledger)
+    return open_ledger(settings(ctx).ledger)
 
 
 class _Store:
@@ -153,7 +153,7 @@ class _Store:
     not take part in the referral join.
     """
 
-    def __init__(self, ledger: Ledger | None) -> None:
+    def __init__(self, ledger: LedgerStore | None) -> None:
         self.ledger = ledger
         self.new = self.already = 0
         self._pending: list[dict[str, Any]] = []

@@ -1,4 +1,4 @@
-"""`capi ledger stats|list|export|forget|prune|path`: look into and maintain the delivery ledger."""
+"""`capi ledger stats|list|export|forget|prune|path|copy`: look into and maintain the delivery ledger."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from capi_cli.cli.common import Format, TableJson, info, open_output, render, se
 from capi_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from capi_cli.ledger import Ledger
+    from capi_cli.ledger import LedgerRef, LedgerStore
 
 # The ledger's states (ledger.LedgerState), spelled out so that `capi --version` need not import
 # sqlite3. test_ledger_cli checks that the two agree.
@@ -76,18 +76,22 @@ def _filters(
     return filters
 
 
-def _ledger_path(ctx: typer.Context) -> Path:
-    return Path(settings(ctx).ledger).expanduser()
+def _ledger_ref(ctx: typer.Context) -> LedgerRef:
+    from capi_cli.ledger import LedgerRef
+
+    location = settings(ctx).ledger
+    ref = LedgerRef.parse(location)
+    return ref if ref.kind == "postgres" else LedgerRef("sqlite", str(Path(location).expanduser()))
 
 
-def _open(ctx: typer.Context, *, create: bool = False) -> Ledger | None:
+def _open(ctx: typer.Context, *, create: bool = False) -> LedgerStore | None:
     """The ledger, or None when it does not exist yet and reading it would only create it."""
-    from capi_cli.ledger import Ledger
+    from capi_cli.ledger import open_ledger
 
-    path = _ledger_path(ctx)
-    if not create and not path.exists():
+    ref = _ledger_ref(ctx)
+    if not create and not ref.exists():
         return None
-    return Ledger.open(path)
+    return open_ledger(ref)
 
 
 def _iso(ts: Any) -> Any:
@@ -217,7 +221,7 @@ def forget_cmd(
     if ledger is not None:
         with ledger:
             # A running send settles the rows it began: forgetting them under it would lose them.
-            with ledger.send_lock():
+            with ledger.maintenance():
                 forgotten = ledger.forget(**filters)
     if fmt is TableJson.json:
         write_json({"forgotten": forgotten})
@@ -264,5 +268,29 @@ def path_cmd(ctx: typer.Context) -> None:
     """Print the ledger's location (set it with CAPI_LEDGER or CAPI_HOME).
 
     Example: sqlite3 "$(capi ledger path)" 'select state, count(*) from events group by 1'
+    (a PostgreSQL URL is printed with its password masked)
     """
-    print(_ledger_path(ctx))
+    print(_ledger_ref(ctx).shown)
+
+
+@ledger_app.command("copy")
+def copy_cmd(
+    ctx: typer.Context,
+    to: str = typer.Option(..., "--to", metavar="URL", help="The PostgreSQL ledger: postgresql://..."),
+    fmt: TableJson = typer.Option(TableJson.table, "--format", help="Output format."),
+) -> None:
+    """Copy this SQLite ledger (events and referrals) into a PostgreSQL ledger, idempotently.
+
+    Rows the PostgreSQL ledger has already are left as they are: running it twice changes nothing.
+
+    Example: capi ledger copy --to postgresql://capi@db.internal/capi
+    """
+    from capi_cli.ledger.copy import copy_to_postgres
+
+    result = copy_to_postgres(_ledger_ref(ctx), to)
+    if fmt is TableJson.json:
+        write_json(result.to_dict())
+    else:
+        info(ctx, f"copied to {result.to}: " + "; ".join(
+            f"{table} {result.copied[table]} new, {result.already[table]} already there" for table in result.copied
+        ))

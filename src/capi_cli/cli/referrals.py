@@ -39,7 +39,7 @@ def list_cmd(
 
     Example: capi referrals list --channel whatsapp --since 7d --format csv
     """
-    from capi_cli.ledger import REFERRAL_COLUMNS, Ledger
+    from capi_cli.ledger import REFERRAL_COLUMNS, open_ledger
     from capi_cli.webhooks import CHANNELS
 
     if channel is not None and channel not in CHANNELS:
@@ -49,7 +49,7 @@ def list_cmd(
         from capi_cli.events.times import parse_when, timezone_named
 
         since_seconds = parse_when(since, time.time(), timezone_named(settings(ctx).timezone), "--since")
-    with Ledger.open(settings(ctx).ledger) as ledger:
+    with open_ledger(settings(ctx).ledger) as ledger:
         records = ledger.list_referrals(channel=channel, since=since_seconds, user=user, limit=limit)
     render(records, fmt, REFERRAL_COLUMNS, TABLE_COLUMNS)
     info(ctx, f"{len(records)} referral(s)")
@@ -65,12 +65,12 @@ def lookup_cmd(
 
     Example: capi referrals lookup 905321234567 --format json
     """
-    from capi_cli.ledger import REFERRAL_COLUMNS, Ledger
+    from capi_cli.ledger import REFERRAL_COLUMNS, open_ledger
 
     if not user_id.strip():
         raise UsageError("USER_ID is empty: give a phone number, BSUID, PSID or IGSID")
     config = settings(ctx)
-    with Ledger.open(config.ledger) as ledger:
+    with open_ledger(config.ledger) as ledger:
         records = ledger.lookup_referrals(user_id)
         # A phone as `validate` reads it (default_country for numbers without a country code), so
         # a lookup finds what the join finds; the input as typed is still looked up (PSID, BSUID).

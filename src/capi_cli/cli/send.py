@@ -61,6 +61,10 @@ def send(
     date_format: str = opt.date_format_option(),
     strict_fields: bool = opt.strict_fields_option(),
     require_attribution: bool = opt.require_attribution_option(),
+    shard: str = typer.Option(
+        None, "--shard", metavar="K/N",
+        help="Send only the K-th of N shares of the events (hosts splitting one input; others count as skipped).",
+    ),
 ) -> None:
     """Send conversion events to the dataset, each exactly once (the ledger remembers what was sent).
 
@@ -73,7 +77,7 @@ def send(
         inputs = {"strict_fields": strict_fields, "require_attribution": require_attribution, "locale": locale,
                   "reshape": opt.reshape(preset, where, group_by, date_format)}
         _send(ctx, files, map_file, sets, input_format, dry_run, output, test_event_code, batch_size, concurrency,
-              strict, resend, resend_uncertain, since, until, limit, fmt, no_progress, inputs)
+              strict, resend, resend_uncertain, since, until, limit, fmt, no_progress, inputs, shard)
     finally:
         parallel.cool_down()
 
@@ -82,10 +86,11 @@ def _send(
     ctx: typer.Context, files: list[str], map_file: str | None, sets: list[str], input_format: str | None,
     dry_run: bool, output: str | None, test_event_code: str | None, batch_size: int | None,
     concurrency: int | None, strict: bool, resend: bool, resend_uncertain: bool, since: str | None,
-    until: str | None, limit: int | None, fmt: TableJson, no_progress: bool, inputs: dict[str, Any],
+    until: str | None, limit: int | None, fmt: TableJson, no_progress: bool, inputs: dict[str, Any], shard: str | None = None,
 ) -> None:
     from capi_cli.delivery.run import SendRequest, run_send
     from capi_cli.events.pipeline import BuildOptions
+    from capi_cli.events.shard import Shard
 
     s = settings(ctx, batch_size=batch_size, concurrency=concurrency, locale=inputs.pop("locale"))
     st = state(ctx)
@@ -102,6 +107,7 @@ def _send(
         strict=strict,
         resend=resend,
         resend_uncertain=resend_uncertain,
+        shard=Shard.parse(shard) if shard is not None else None,
     )
     if resend:
         warn("--resend sends again events Meta already counted: they will be counted twice")

@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 from capi_cli.delivery.answers import Outcome, OutcomeKind
+from capi_cli.delivery.skip import LedgerSkip, ledger_skip
 from capi_cli.delivery.types import (
     SUMMARY_KEYS,
     DeliverableEvent,
@@ -38,44 +39,12 @@ from capi_cli.ledger import LedgerState, PendingEvent
 from capi_cli.ledger.facts import facts_of
 
 if TYPE_CHECKING:
-    from capi_cli.ledger import Ledger
+    from capi_cli.ledger import LedgerStore
 
 __all__ = [
     "SUMMARY_KEYS", "DeliverableEvent", "DeliveryOptions", "DeliveryProgress", "DeliverySummary", "EventReport",
     "EventSender", "LedgerSkip", "ProgressCallback", "deliver", "ledger_skip",
 ]
-
-
-class LedgerSkip:
-    """The events pipeline's `skip` hook: True for events the ledger says were sent, so a re-run
-    does not even normalize and hash them. Other states are left to deliver (which counts them).
-
-    `worker_spec` lets the pipeline's worker processes ask the ledger themselves (in batches);
-    they report what they skipped to `note_skipped`, so `skipped` counts both ways."""
-
-    def __init__(self, ledger: Ledger, dataset_id: str, *, resend: bool = False) -> None:
-        self.ledger = ledger
-        self.dataset_id = dataset_id
-        self.resend = resend
-        self.skipped = 0
-
-    @property
-    def worker_spec(self) -> tuple[str, str] | None:
-        path = getattr(self.ledger, "path", None)
-        return None if self.resend or path is None else (str(path), self.dataset_id)
-
-    def __call__(self, event_name: str, event_id: str) -> bool:
-        if not self.resend and self.ledger.state_of(self.dataset_id, event_name, event_id) is LedgerState.SENT:
-            self.skipped += 1
-            return True
-        return False
-
-    def note_skipped(self, event_name: str, event_id: str) -> None:
-        self.skipped += 1
-
-    def sent_among(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """The keys the ledger says were sent, in as few queries as the parameter limit allows."""
-        return self.ledger.sent_among(self.dataset_id, keys)
 
 
 def _json_of(event: DeliverableEvent) -> str:
@@ -84,14 +53,10 @@ def _json_of(event: DeliverableEvent) -> str:
     return text if type(text) is str else payload_json(event.payload)
 
 
-def ledger_skip(ledger: Ledger, dataset_id: str, *, resend: bool = False) -> LedgerSkip:
-    return LedgerSkip(ledger, dataset_id, resend=resend)
-
-
 def deliver(
     events: Iterable[DeliverableEvent],
     *,
-    ledger: Ledger | None,
+    ledger: LedgerStore | None,
     client: EventSender | None,
     dataset_id: str,
     options: DeliveryOptions | None = None,
@@ -109,7 +74,7 @@ def deliver(
     already refused repeated keys (the events pipeline does), so no second set of keys is kept. Setting `stop` (e.g. from a SIGTERM handler) stops taking new
     batches; Ctrl-C does the same. In-flight requests are settled before returning, then
     `summary.interrupted` (exit 130) or `summary.fatal` (exit 3) says why the run ended early.
-    Call under `ledger.send_lock()`, after `ledger.recover_in_flight()`.
+    Call under `ledger.sender()`, after `ledger.recover_in_flight()`.
     """
     options = options or DeliveryOptions()
     options.check()
@@ -123,7 +88,7 @@ def deliver(
 class _Delivery:
     def __init__(
         self,
-        ledger: Ledger | None,
+        ledger: LedgerStore | None,
         client: EventSender | None,
         dataset_id: str,
         options: DeliveryOptions,
@@ -158,6 +123,8 @@ class _Delivery:
         # --resend: keys the ledger had `sent`. Meta counted them once, so they stay `sent` whatever
         # this attempt ends in, and only a success counts them as resent.
         self._was_sent: set[tuple[str, str]] = set()
+        # The state an event to send was read in, when it had a row: its claim must find it so.
+        self._claim_from: dict[tuple[str, str], str] = {}
 
     # -- main thread: read, decide, batch, dispatch ----------------------------------------------
 
@@ -217,8 +184,10 @@ class _Delivery:
                 summary.duplicates += 1
                 continue
             entry = entries.get((event.event_name, event.event_id)) if entries else None
-            if entry is not None and not self._should_send(event, LedgerState(entry[0]), entry[1]):
-                continue
+            if entry is not None:
+                if not self._should_send(event, LedgerState(entry[0]), entry[1]):
+                    continue
+                self._claim_from[(event.event_name, event.event_id)] = entry[0]
             pending.append(event)
             if len(pending) >= self.options.batch_size:
                 self._dispatch(pending, executor)
@@ -243,8 +212,10 @@ class _Delivery:
                 return True
             summary.skipped += 1
             return False
-        # uncertain, or in_flight that recover_in_flight did not turn uncertain: Meta may have it.
-        if self.options.resend_uncertain:
+        if state is LedgerState.IN_FLIGHT:
+            summary.skipped += 1  # a live run holds it (after recover_in_flight, only on PostgreSQL)
+            return False
+        if self.options.resend_uncertain:  # uncertain: Meta may have it
             return True
         report = EventReport(event.event_name, event.event_id, None, None,
                              "uncertain since an earlier run; --resend-uncertain sends it again",
@@ -340,8 +311,10 @@ class _Delivery:
     def _send(self, events: list[DeliverableEvent], batch_id: str, *, isolating: bool) -> None:
         assert self.ledger is not None and self.client is not None
         ledger, n = self.ledger, len(events)
+        with self._lock:
+            seen = [self._claim_from.pop((e.event_name, e.event_id), None) for e in events]
         pending = [PendingEvent(e.event_name, e.event_id, e.event_time, e.source, e.line, e.payload_hash,
-                                facts_of(e)) for e in events]
+                                claim_from=c, facts=facts_of(e)) for e, c in zip(events, seen, strict=True)]
         keys = [(e.event_name, e.event_id) for e in events]
         # A client that takes the events' JSON text saves decoding and encoding each payload again.
         send_json = getattr(self.client, "send_events_json", None)
@@ -357,7 +330,16 @@ class _Delivery:
                     else:
                         self.summary.failed += n
                 return
-            ledger.begin_batch(self.dataset_id, batch_id, pending)
+            claimed = ledger.begin_batch(self.dataset_id, batch_id, pending)
+            if len(claimed) < n:
+                # Another run (PostgreSQL: several at once) holds or sent the rest: not ours to send.
+                kept = [i for i, key in enumerate(keys) if key in claimed]
+                with self._lock:
+                    self.summary.skipped += n - len(kept)
+                events, pending = [events[i] for i in kept], [pending[i] for i in kept]
+                keys, payloads = [keys[i] for i in kept], [payloads[i] for i in kept]
+                if not (n := len(events)):
+                    return
             if send_json is not None:
                 outcome = send_json(self.dataset_id, payloads)
             else:

@@ -18,8 +18,9 @@ from capi_cli.config import Settings
 from capi_cli.delivery.engine import DeliveryOptions, DeliveryProgress, DeliverySummary, deliver, ledger_skip
 from capi_cli.errors import ExitCode, UsageError, worst
 from capi_cli.events.pipeline import BuildOptions, BuiltEvent, Problem, iter_events, referral_store
+from capi_cli.events.shard import Shard
 from capi_cli.events.validate import UNATTRIBUTED, all_unattributed_warning
-from capi_cli.ledger import Ledger, LedgerState
+from capi_cli.ledger import LedgerState, LedgerStore, open_ledger
 
 
 @dataclass
@@ -32,6 +33,7 @@ class SendRequest:
     strict: bool = False
     resend: bool = False
     resend_uncertain: bool = False
+    shard: Shard | None = None  # this host's share of the events (send --shard K/N)
 
 
 @dataclass
@@ -146,7 +148,7 @@ def run_send(
         dry_run=request.dry_run,
     )
 
-    def run_with(ledger: Ledger | None, client: Any) -> SendReport:
+    def run_with(ledger: LedgerStore | None, client: Any) -> SendReport:
         if request.strict and _has_errors(settings, request, ledger):
             return _strict_blocked(settings, request, ledger, keep, report_problems, error_records)
         return _run(settings, request, ledger, client, dataset_id, options, keep, error_records,
@@ -166,7 +168,8 @@ def run_send(
     from capi_cli.delivery.graph import GraphClient
 
     started_at = time.time()
-    with Ledger.open(settings.ledger) as ledger, ledger.send_lock():
+    # SQLite: one sender (exit 5 for a second); PostgreSQL: this run registered, its claims its own.
+    with open_ledger(settings.ledger) as ledger, ledger.sender():
         recovered = ledger.recover_in_flight()
         with GraphClient.from_settings(settings, test_event_code=request.test_event_code) as client:
             report = run_with(ledger, client)
@@ -181,7 +184,7 @@ def run_send(
 
 
 def _record_run(
-    ledger: Ledger, report: SendReport, request: SendRequest, dataset_id: str, started_at: float,
+    ledger: LedgerStore, report: SendReport, request: SendRequest, dataset_id: str, started_at: float,
     stop: threading.Event | None,
 ) -> None:
     """The run's counts and exit code in the ledger's `runs` (capi report): a cron job that
@@ -195,7 +198,7 @@ def _record_run(
     )
 
 
-def _has_errors(settings: Settings, request: SendRequest, referrals: Ledger | None) -> bool:
+def _has_errors(settings: Settings, request: SendRequest, referrals: LedgerStore | None) -> bool:
     """The --strict pre-check: the same pipeline, the same stored referrals as the send itself."""
     if any(name == "-" for name in request.files):
         raise UsageError("--strict reads the input twice and cannot be used with stdin (-)")
@@ -212,7 +215,7 @@ def _has_errors(settings: Settings, request: SendRequest, referrals: Ledger | No
 def _strict_blocked(
     settings: Settings,
     request: SendRequest,
-    referrals: Ledger | None,
+    referrals: LedgerStore | None,
     keep: Callable[[Problem], None],
     report_problems: list[Problem],
     error_records: set[tuple[str, int | None]],
@@ -234,7 +237,7 @@ def _strict_blocked(
 def _run(
     settings: Settings,
     request: SendRequest,
-    ledger: Ledger | None,
+    ledger: LedgerStore | None,
     client: Any,
     dataset_id: str,
     options: DeliveryOptions,
@@ -246,7 +249,11 @@ def _run(
 ) -> SendReport:
     # A dry run without a dataset id has no `sent` records to skip: it only reads referrals.
     has_dataset = not request.dry_run or settings.dataset_id is not None
-    skip = ledger_skip(ledger, dataset_id) if ledger is not None and has_dataset and not request.resend else None
+    if request.shard is not None and (ledger is None or request.resend or not has_dataset):
+        raise UsageError("--shard needs the ledger: it cannot be combined with --resend, nor used in a dry run "
+                         "without a dataset's ledger")
+    skip = (ledger_skip(ledger, dataset_id, shard=request.shard)
+            if ledger is not None and has_dataset and not request.resend else None)
     events = iter_events(request.files, settings, request.build, referrals=ledger, skip=skip)
     counter = _Counter(events, keep)
     sink = _write_ndjson(request.output) if request.output is not None else None

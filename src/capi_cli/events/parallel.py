@@ -36,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from capi_cli.events.pipeline import Stager
     from capi_cli.events.readers import PlainBlock
+    from capi_cli.ledger.types import LedgerRef, LedgerStore
 
 ENV = "CAPI_WORKERS"
 AUTO_MIN_BYTES = 4 << 20  # below this, starting workers (~0.2 s) costs more than it saves
@@ -54,7 +55,7 @@ def _cores() -> int:
 
 def worker_count(paths: Sequence[str | Path], referrals: Any) -> int:
     """How many worker processes to build `paths` with (0: in this process)."""
-    if referrals is not None and not getattr(referrals, "path", None):
+    if referrals is not None and getattr(referrals, "ref", None) is None:
         return 0  # a referral store the workers cannot open themselves
     forced = os.environ.get(ENV, "").strip()
     if forced:
@@ -403,14 +404,14 @@ class _Worker:
         from capi_cli.events.fields import FieldMapper
         from capi_cli.events.pipeline import Stager
 
-        ledgers: dict[str, Any] = {}
+        ledgers: dict[LedgerRef, LedgerStore] = {}
 
-        def ledger(path: str) -> Any:
-            if path not in ledgers:
-                from capi_cli.ledger import Ledger
+        def ledger(ref: LedgerRef) -> LedgerStore:
+            from capi_cli.ledger.types import open_ledger
 
-                ledgers[path] = Ledger.open(path)
-            return ledgers[path]
+            if ref not in ledgers:
+                ledgers[ref] = open_ledger(ref)
+            return ledgers[ref]
 
         from capi_cli.events.pipeline import batched
 
@@ -418,8 +419,10 @@ class _Worker:
         sent = config.get("sent")
         self.sent_among: Callable[[list[tuple[str, str]]], set[tuple[str, str]]] | None = None
         if sent:
-            sent_ledger, dataset_id = ledger(sent[0]), sent[1]
-            self.sent_among = lambda keys: sent_ledger.sent_among(dataset_id, keys)
+            from capi_cli.events.shard import skipped_among
+
+            store, dataset_id, shard = ledger(sent[0]), sent[1], sent[2]
+            self.sent_among = lambda keys: skipped_among(lambda rest: store.sent_among(dataset_id, rest), shard, keys)
         builder = EventBuilder(
             SimpleNamespace(**config["settings"]),
             now=config["now"],

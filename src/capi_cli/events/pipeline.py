@@ -140,11 +140,11 @@ class BuiltEvent:
 def referral_store(settings: Any) -> Any:
     """The ledger holding stored referrals, or None when there is none yet (nothing is created)."""
     location = str(getattr(settings, "ledger", "") or "")
-    if not location or ("://" not in location and not Path(location).exists()):
-        return None
-    from capi_cli.ledger import Ledger
+    from capi_cli.ledger.types import LedgerRef, open_ledger
 
-    return Ledger.open(location)
+    if not location or not LedgerRef.parse(location).exists():
+        return None
+    return open_ledger(location)
 
 
 def batched(referrals: Any) -> Any:
@@ -352,7 +352,7 @@ def iter_events(
             "date_format": inputs.date_format,
             "since": since,
             "until": until,
-            "referrals": str(getattr(referrals, "path", "")) if referrals is not None else None,
+            "referrals": getattr(referrals, "ref", None) if referrals is not None else None,  # a LedgerRef
             "sent": spec,
         },
     )

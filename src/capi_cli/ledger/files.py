@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from capi_cli.errors import SetupError
-from capi_cli.ledger.schema import MIGRATIONS, split_sql
+from capi_cli.ledger.schema import MIGRATIONS, split_sql, sqlite_sql
 
 
 def _create_private(path: Path) -> None:
@@ -35,7 +35,7 @@ def create_ledger(path: Path) -> None:
             # Rollback journal while building, so that everything is in the main file when linked.
             for number, script in enumerate(MIGRATIONS):
                 conn.execute("BEGIN IMMEDIATE")
-                for statement in split_sql(script):
+                for statement in split_sql(sqlite_sql(script)):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number + 1}")
                 conn.execute("COMMIT")

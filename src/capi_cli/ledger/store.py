@@ -11,18 +11,20 @@ user known by phone is stored as the SHA-256 of the digits.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from capi_cli.errors import LedgerLocked, SetupError
 from capi_cli.ledger.facts import RunStore, fact_columns, resolve_referrals
 from capi_cli.ledger.files import check_file, create_ledger, ledger_error
+from capi_cli.ledger.location import LedgerRef, is_postgres, shown
+from capi_cli.ledger.queries import EventQueries
 from capi_cli.ledger.referrals import ReferralStore, iso_z, parse_iso_z, phone_digits, phone_key
 from capi_cli.ledger.schema import (
     EVENT_COLUMNS,
@@ -30,11 +32,11 @@ from capi_cli.ledger.schema import (
     REFERRAL_COLUMNS,
     SEND_CACHE_KIB,
     SEND_WAL_AUTOCHECKPOINT_PAGES,
-    SQL_CHUNK,
     EventKey,
     LedgerState,
     PendingEvent,
     split_sql,
+    sqlite_sql,
 )
 
 __all__ = [
@@ -58,8 +60,9 @@ _NEAR_MIN_KEYS = 32
 _NEAR_SLACK = 64
 
 
-class Ledger(ReferralStore, RunStore):
-    """One SQLite database per home. Thread-safe: writes are serialized by one lock."""
+class Ledger(EventQueries, ReferralStore, RunStore):
+    """One SQLite database per home (the `sqlite` backend of ledger.types.LedgerStore).
+    Thread-safe: writes are serialized by one lock. One sender at a time: `sender()` is the lock."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
@@ -74,13 +77,17 @@ class Ledger(ReferralStore, RunStore):
 
     # -- opening -------------------------------------------------------------------------------
 
+    @property
+    def ref(self) -> LedgerRef:
+        return LedgerRef("sqlite", str(self.path))
+
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Ledger:
+        """The SQLite ledger at `path`; `ledger.open_ledger` opens either backend."""
         text = os.fspath(path)
-        if text.startswith(("postgresql://", "postgres://")):
-            raise SetupError(
-                "ledger: PostgreSQL ledgers are not supported by this version; set CAPI_LEDGER to a file path"
-            )
+        if is_postgres(text):
+            # Callers that take either backend use ledger.open_ledger; this one needs the file.
+            raise SetupError(f"ledger: {shown(text)}: this needs a SQLite ledger file, not a PostgreSQL URL")
         p = Path(text).expanduser()
         if p.is_dir():
             raise SetupError(f"ledger: {p} is a directory; CAPI_LEDGER must name a file")
@@ -128,7 +135,7 @@ class Ledger(ReferralStore, RunStore):
                     if self._conn.execute("PRAGMA user_version").fetchone()[0] > number:
                         self._conn.execute("ROLLBACK")
                         continue
-                    for statement in split_sql(MIGRATIONS[number]):
+                    for statement in split_sql(sqlite_sql(MIGRATIONS[number])):
                         self._conn.execute(statement)
                     self._conn.execute(f"PRAGMA user_version = {number + 1}")
                     self._conn.execute("COMMIT")
@@ -178,6 +185,12 @@ class Ledger(ReferralStore, RunStore):
                 raise
 
     # -- the send lock ---------------------------------------------------------------------------
+
+    def sender(self) -> contextlib.AbstractContextManager[None]:
+        return self.send_lock()
+
+    def maintenance(self) -> contextlib.AbstractContextManager[None]:
+        return self.send_lock()
 
     @contextmanager
     def send_lock(self) -> Iterator[None]:
@@ -306,44 +319,6 @@ class Ledger(ReferralStore, RunStore):
             self._reader.execute("PRAGMA busy_timeout=30000")
         return self._reader
 
-    def state_of(self, dataset_id: str, event_name: str, event_id: str) -> LedgerState | None:
-        with self._reader_lock, self._errors():
-            row = self._read_connection().execute(
-                "SELECT state FROM events WHERE dataset_id = ? AND event_name = ? AND event_id = ?",
-                (dataset_id, event_name, event_id),
-            ).fetchone()
-        return LedgerState(row[0]) if row else None
-
-    def states(self, dataset_id: str, keys: Sequence[EventKey]) -> dict[EventKey, LedgerState]:
-        return {key: LedgerState(state) for key, (state, _) in self.entries(dataset_id, keys).items()}
-
-    def entries(self, dataset_id: str, keys: Sequence[EventKey]) -> dict[EventKey, tuple[str, str | None]]:
-        """(state, payload_hash) of each known key, in as few queries as the parameter limit allows."""
-        with self._reader_lock, self._errors():
-            rows = self._lookup(self._read_connection(), dataset_id, keys, "state, payload_hash", "")
-            return {(name, event_id): (state, payload_hash) for name, event_id, state, payload_hash in rows}
-
-    @staticmethod
-    def _lookup(
-        reader: sqlite3.Connection, dataset_id: str, keys: Sequence[EventKey], columns: str, condition: str
-    ) -> Iterator[tuple[Any, ...]]:
-        """(event_name, event_id, *columns) of the keys found (and matching `condition`), one
-        `IN (...)` query per event name and SQL_CHUNK ids."""
-        ids_by_name: dict[str, list[str]] = {}
-        for name, event_id in keys:
-            ids_by_name.setdefault(name, []).append(event_id)
-        select = f", {columns}" if columns else ""
-        for name, ids in ids_by_name.items():
-            for first in range(0, len(ids), SQL_CHUNK):
-                chunk = ids[first : first + SQL_CHUNK]
-                rows = reader.execute(
-                    f"SELECT event_id{select} FROM events WHERE dataset_id = ? AND event_name = ? "
-                    f"AND event_id IN ({','.join('?' * len(chunk))}){condition}",
-                    (dataset_id, name, *chunk),
-                )
-                for row in rows:
-                    yield (name, *row)
-
     def sent_among(self, dataset_id: str, keys: Sequence[EventKey]) -> set[EventKey]:
         """The keys recorded `sent`: what a re-run skips.
 
@@ -385,7 +360,9 @@ class Ledger(ReferralStore, RunStore):
             limit = 999
         return max(1, min(1000, limit // params_per_row))
 
-    def begin_batch(self, dataset_id: str, batch_id: str, events: Sequence[PendingEvent]) -> None:
+    def begin_batch(self, dataset_id: str, batch_id: str, events: Sequence[PendingEvent]) -> set[EventKey]:
+        """Every event `in_flight` in one transaction, committed before the request; the keys
+        claimed: all of them here, since the send lock admits one sender."""
         now = time.time()
         with self._tx() as conn:
             # The report facts (ledger.facts) go in with the row; a resend refreshes them.
@@ -416,135 +393,4 @@ class Ledger(ReferralStore, RunStore):
                     """,
                     [value for row in chunk for value in row],
                 )
-
-    def settle(
-        self,
-        dataset_id: str,
-        batch_id: str,
-        keys: Iterable[EventKey],
-        state: LedgerState | str,
-        *,
-        error_code: int | None = None,
-        error_subcode: int | None = None,
-        error_message: str | None = None,
-        fbtrace_id: str | None = None,
-    ) -> None:
-        now = time.time()
-        state = LedgerState(state)
-        ids_by_name: dict[str, list[str]] = {}
-        for name, event_id in keys:
-            ids_by_name.setdefault(name, []).append(event_id)
-        with self._tx() as conn:
-            for name, ids in ids_by_name.items():
-                for start in range(0, len(ids), SQL_CHUNK):
-                    chunk = ids[start : start + SQL_CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    conn.execute(
-                        f"""
-                        UPDATE events SET state = ?, batch_id = ?, error_code = ?, error_subcode = ?,
-                                          error_message = ?, fbtrace_id = ?, updated_at = ?
-                        WHERE dataset_id = ? AND event_name = ? AND event_id IN ({marks})
-                        """,
-                        (state, batch_id, error_code, error_subcode, error_message, fbtrace_id, now,
-                         dataset_id, name, *chunk),
-                    )
-
-    def stats(self) -> dict[str, Any]:
-        total: dict[str, int] = {}
-        by_dataset: dict[str, dict[str, int]] = {}
-        with self._lock, self._errors():
-            rows = self._conn.execute(
-                "SELECT dataset_id, state, COUNT(*) FROM events GROUP BY dataset_id, state ORDER BY 1, 2"
-            ).fetchall()
-        for dataset_id, state, count in rows:
-            total[state] = total.get(state, 0) + count
-            by_dataset.setdefault(dataset_id, {})[state] = count
-        return {"total": total, "by_dataset": by_dataset}
-
-    def count(self, state: LedgerState | str, dataset_id: str | None = None) -> int:
-        """Events in one state (cheap for every state but `sent`, through events_open)."""
-        where, params = self._where(str(LedgerState(state)), None, dataset_id, None, None)
-        with self._reader_lock, self._errors():
-            return int(self._read_connection().execute(f"SELECT COUNT(*) FROM events{where}", params).fetchone()[0])
-
-    def _where(
-        self,
-        state: str | None,
-        event_name: str | None,
-        dataset_id: str | None,
-        since: float | None,
-        until: float | None,
-        event_id: str | None = None,
-    ) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("state", state),
-            ("event_name", event_name),
-            ("dataset_id", dataset_id),
-            ("event_id", event_id),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(str(value))
-        if state is not None and str(state) != LedgerState.SENT:
-            clauses.append("state != 'sent'")  # lets SQLite use the partial index events_open
-        if since is not None:
-            clauses.append("event_time >= ?")
-            params.append(int(since))
-        if until is not None:
-            clauses.append("event_time <= ?")
-            params.append(int(until))
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-    def list_events(
-        self,
-        state: str | None = None,
-        event_name: str | None = None,
-        dataset_id: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        where, params = self._where(state, event_name, dataset_id, since, until)
-        sql = (
-            "SELECT dataset_id, event_name, event_id, state, event_time, attempts, error_code, "
-            f"error_subcode, error_message, source, line, updated_at FROM events{where} "
-            "ORDER BY updated_at, dataset_id, event_name, event_id"
-        )
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        with self._lock, self._errors():
-            rows = self._conn.execute(sql, params).fetchall()
-        for row in rows:
-            record = dict(zip((*EVENT_COLUMNS[:-1], "line", "updated_at"), row, strict=True))
-            line = record.pop("line")
-            if record["source"] is not None and line is not None:
-                record["source"] = f"{record['source']}:{line}"
-            record["updated_at"] = iso_z(record["updated_at"])
-            yield record
-
-    def forget(
-        self,
-        state: str | None = None,
-        event_name: str | None = None,
-        dataset_id: str | None = None,
-        event_id: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> int:
-        where, params = self._where(state, event_name, dataset_id, since, until, event_id)
-        with self._tx() as conn:
-            return conn.execute(f"DELETE FROM events{where}", params).rowcount
-
-    def prune(self, older_than_seconds: float, state: str | None = None) -> int:
-        cutoff = time.time() - older_than_seconds
-        where, params = self._where(state, None, None, None, None)
-        clause = f"{where} AND updated_at < ?" if where else " WHERE updated_at < ?"
-        with self._tx() as conn:
-            events = conn.execute(
-                f"DELETE FROM events{clause} AND state != 'in_flight'", [*params, cutoff]
-            ).rowcount
-            if state is None:
-                conn.execute("DELETE FROM referrals WHERE stored_at < ?", (cutoff,))
-            return events
+        return {(e.event_name, e.event_id) for e in events}

@@ -1,0 +1,106 @@
+"""The PostgreSQL column of bench/run.py (SPEC §9): the send and re-run targets on a PostgreSQL
+ledger, and 4 hosts (processes, each its own CAPI_HOME) splitting one backfill with `send --shard K/4`.
+
+Each measurement gets a database of its own on the server given (`--postgres URL`: a scratch
+server, the account able to CREATE DATABASE), dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from run import Bench
+
+HOSTS = 4
+_numbers = itertools.count()
+
+
+def _with_db(url: str, name: str) -> str:
+    head, _, query = url.partition("?")
+    scheme, _, rest = head.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+@contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    import psycopg
+
+    name = f"capi_bench_{os.getpid()}_{next(_numbers)}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_db(url, name)
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def measure(bench: Bench, url: str, backfill: int, want_send: bool, want_rerun: bool, want_split: bool) -> None:
+    from run import LATENCY, Row, capi, median_of, paired, run
+
+    path = bench.file(bench.events)
+    dry = bench.dry_run(bench.events)
+    standin, graph_url = bench._standin()
+    try:
+        env = {**bench.env, "CAPI_HOME": str(bench.tmp / "pg-home"), "CAPI_GRAPH_URL": graph_url}
+        command = capi("send", "--file", str(path), "--no-progress", "-q")
+        if want_send or want_rerun:
+            sends = []
+            for _ in range(bench.repeat if want_send else 1):
+                with fresh_database(url) as ledger:
+                    sends.append(run(command, {**env, "CAPI_LEDGER": ledger}))
+            if want_send:
+                sent = median_of(sends)
+                ideal = math.ceil(bench.events / 1000) / 4 * LATENCY + dry.seconds
+                ratio = sent.seconds / ideal
+                bench.add(Row(f"PostgreSQL: send {bench.events:,} events, 300 ms latency (s)", f"{sent.seconds:.2f}",
+                              f"ideal {ideal:.2f}", ratio, "<= 1.3x", ratio <= 1.3))
+            if want_rerun:
+                with fresh_database(url) as ledger:
+                    on_pg = {**env, "CAPI_LEDGER": ledger}
+                    run(command, on_pg)
+                    dry_again, again, ratio = paired(lambda: bench.dry_once(bench.events),
+                                                     lambda: run(command, on_pg), bench.repeat)
+                bench.add(Row(f"PostgreSQL: re-run, all {bench.events:,} sent (s)", f"{again.seconds:.2f}",
+                              f"dry run {dry_again.seconds:.2f}", ratio, "< 0.5x", ratio < 0.5))
+        if want_split:
+            big = bench.file(backfill)
+            backfill_command = capi("send", "--file", str(big), "--no-progress", "-q")
+            with fresh_database(url) as ledger:
+                one = run(backfill_command, {**env, "CAPI_LEDGER": ledger}).seconds
+            with fresh_database(url) as ledger:
+                several = _hosts_at_once(bench, backfill_command, {**env, "CAPI_LEDGER": ledger})
+            ratio = several / one
+            bench.add(Row(f"PostgreSQL: {HOSTS} hosts split a {backfill:,}-event backfill (s)", f"{several:.2f}",
+                          f"1 host {one:.2f}", ratio, "<= 0.5x", ratio <= 0.5))
+    finally:
+        standin.terminate()
+        try:
+            standin.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            standin.kill()
+
+
+def _hosts_at_once(bench: Bench, command: list[str], env: dict[str, str]) -> float:
+    """Wall time of HOSTS sends of the same file started together, each its own CAPI_HOME and its
+    `--shard K/HOSTS` (README, "Several hosts"); the claims keep it exactly-once either way."""
+    from run import BenchError
+
+    started = time.perf_counter()
+    procs = [subprocess.Popen([*command, "--shard", f"{k + 1}/{HOSTS}"],
+                              env={**env, "CAPI_HOME": str(bench.tmp / f"host{k}")},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for k in range(HOSTS)]
+    errors = [proc.communicate()[1] for proc in procs]
+    elapsed = time.perf_counter() - started
+    failed = [(proc.returncode, err[-500:]) for proc, err in zip(procs, errors, strict=True) if proc.returncode]
+    if failed:
+        raise BenchError(f"a host's send failed: {failed}")
+    return elapsed

@@ -1,0 +1,46 @@
+"""A re-run's "which of these were sent?" on PostgreSQL in few round trips.
+
+A re-run reads its file in the order the first run recorded it, so the rows of the next chunks
+follow, by id, the rows of this one. Each lookup that has to go to the server also brings back
+the rows recorded after the first key found (a window of WINDOW rows, by the primary key), and
+later chunks whose keys are all in the window are answered from it. Only `sent` is trusted from
+the window, as in any read: a key not found there, or found in another state, is asked again (or
+left to delivery's own lookup and the claims), so the answer is never "sent" for an event that
+was not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from capi_cli.ledger.schema import EventKey
+
+WINDOW = 8192
+
+
+class ReadAhead:
+    def __init__(self) -> None:
+        self._dataset: str | None = None
+        self._states: dict[EventKey, str] = {}
+
+    def answer(self, dataset_id: str, keys: Sequence[EventKey]) -> set[EventKey] | None:
+        """The sent keys among `keys` when the window holds them all, else None (ask the server)."""
+        if dataset_id != self._dataset:
+            return None
+        states = self._states
+        if all(key in states for key in keys):
+            return {key for key in keys if states[key] == "sent"}
+        return None
+
+    def refill(self, reader: Any, dataset_id: str, found: dict[EventKey, tuple[int, str]]) -> None:
+        """The WINDOW rows recorded from the first of `found` (id, state) on."""
+        if not found:
+            return
+        start = min(row_id for row_id, _ in found.values())
+        rows = reader.execute(
+            "SELECT event_name, event_id, state FROM events WHERE id >= %s AND id < %s AND dataset_id = %s",
+            (start, start + WINDOW, dataset_id), prepare=False,
+        ).fetchall()
+        self._dataset = dataset_id
+        self._states = {(name, event_id): state for name, event_id, state in rows}

@@ -1,0 +1,374 @@
+"""The PostgreSQL ledger: the same states, migrations and commands as the SQLite file, for several
+senders on several hosts at once.
+
+Exactly-once across hosts rests on claims instead of one lock. An event is claimed by a
+conditional insert/update that only one transaction can win (the row must be absent, `failed`, or
+still in the state the run read), committed `in_flight` with the run's id before its request
+leaves. Each sending run registers itself (`senders`: run id, host, pid, start) and holds a
+session-level advisory lock for as long as its connection lives: a run killed, or whose host or
+connection is lost, drops it (at once for a killed process; within the TCP keepalive time, ~25 s,
+for a lost host). `recover_in_flight` turns `uncertain` only the `in_flight` events of runs whose
+lock is free, never those of a live run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+from capi_cli.errors import SetupError
+from capi_cli.ledger.location import LedgerRef, shown
+from capi_cli.ledger.pg_readahead import ReadAhead
+from capi_cli.ledger.pg_sql import TranslatingConnection, connect, error
+from capi_cli.ledger.queries import EventQueries
+from capi_cli.ledger.referrals import ReferralStore
+from capi_cli.ledger.schema import MIGRATIONS, EventKey, LedgerState, PendingEvent, postgres_sql, split_sql
+
+# pg_advisory_xact_lock key under which migrations run, so two hosts starting at once migrate once.
+MIGRATION_LOCK = 0x6361_7069_6D69_67  # "capimig"
+_DEADLOCK_RETRIES = 5
+# The planner's statistics of `events` must follow its growth, or a lookup of 500 keys planned on
+# an "empty" table filters 40,000 rows instead of probing the key (50 ms instead of 2): a send
+# analyzes when its claims since the last ANALYZE reach this many, or the rows analyzed then.
+_ANALYZE_AFTER = 10_000
+_GONE = "the run that sent this batch ended before Meta's answer was recorded"
+
+
+class PostgresLedger(EventQueries, ReferralStore):
+    """The `postgres` backend of LedgerStore. The main connection holds the run's registration
+    and liveness lock; a reader serves the lookups made while batches are claimed and settled,
+    each sending thread on a connection of its own (so batches do not wait for each other)."""
+
+    def __init__(self, raw: Any, url: str) -> None:
+        self.url = url
+        self._raw = raw
+        self._conn = TranslatingConnection(raw)
+        self._lock = threading.RLock()
+        self._reader_raw: Any = None
+        self._reader: TranslatingConnection | None = None
+        self._reader_lock = threading.Lock()
+        self.run_id: str | None = None
+        self._run_lock_key: int | None = None
+        self._thread = threading.local()
+        self._senders: list[Any] = []  # the sending threads' connections
+        self._senders_lock = threading.Lock()
+        self._claimed_since_analyze = 0
+        self._read_ahead = ReadAhead()
+        self._analyze_at = _ANALYZE_AFTER
+
+    @property
+    def ref(self) -> LedgerRef:
+        return LedgerRef("postgres", self.url)
+
+    @classmethod
+    def open(cls, url: str) -> PostgresLedger:
+        ledger = cls(connect(url), url)
+        try:
+            ledger._migrate()
+        except BaseException:
+            ledger.close()
+            raise
+        return ledger
+
+    def _migrate(self) -> None:
+        with self._errors(), self._raw.transaction():
+            self._raw.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            self._raw.execute("CREATE TABLE IF NOT EXISTS capi_schema (version INTEGER NOT NULL)")
+            row = self._raw.execute("SELECT version FROM capi_schema").fetchone()
+            version = row[0] if row else 0
+            if version > len(MIGRATIONS):
+                raise SetupError(
+                    f"ledger: {shown(self.url)} was written by a newer capi (schema {version}); upgrade capi"
+                )
+            for number in range(version, len(MIGRATIONS)):
+                for statement in split_sql(postgres_sql(MIGRATIONS[number])):
+                    self._raw.execute(statement)
+            if row is None:
+                self._raw.execute("INSERT INTO capi_schema (version) VALUES (%s)", (len(MIGRATIONS),))
+            elif version < len(MIGRATIONS):
+                self._raw.execute("UPDATE capi_schema SET version = %s", (len(MIGRATIONS),))
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        import psycopg
+
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise error(self.url, exc) from None
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        with self._lock, self._errors(), self._raw.transaction():
+            yield self._conn
+
+    def _read_connection(self) -> TranslatingConnection:
+        if self._reader is None:
+            self._reader_raw = connect(self.url)
+            self._reader = TranslatingConnection(self._reader_raw)
+        return self._reader
+
+    def _sending_connection(self) -> Any:
+        raw = getattr(self._thread, "raw", None)
+        if raw is None:
+            raw = self._thread.raw = connect(self.url)
+            with self._senders_lock:
+                self._senders.append(raw)
+        return raw
+
+    def close(self) -> None:
+        with self._senders_lock:
+            senders, self._senders = self._senders, []
+        for raw in (*senders, self._reader_raw, self._raw):
+            if raw is not None:
+                try:
+                    raw.close()
+                except Exception:  # noqa: BLE001 - a connection already lost closes anyway
+                    pass
+        self._reader_raw = self._reader = None
+
+    def __enter__(self) -> PostgresLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs: registration and liveness ---------------------------------------------------------
+
+    @contextmanager
+    def sender(self) -> Iterator[None]:
+        """Register this run for as long as it sends; its advisory lock is its liveness signal."""
+        run_id, key = uuid.uuid4().hex, secrets.randbits(62)
+        with self._lock, self._errors():
+            # The lock first: a registered run whose lock is free is dead, never one starting.
+            self._raw.execute("SELECT pg_advisory_lock(%s)", (key,))
+            self._raw.execute(
+                "INSERT INTO senders (run_id, host, pid, started_at, lock_key) VALUES (%s, %s, %s, %s, %s)",
+                (run_id, socket.gethostname(), os.getpid(), time.time(), key),
+            )
+        self.run_id, self._run_lock_key = run_id, key
+        self._analyze_if_stale()
+        try:
+            yield
+        finally:
+            self.run_id = self._run_lock_key = None
+            try:
+                self._analyze_if_stale()  # here rather than at the start of the next run (a re-run)
+                with self._lock:
+                    self._raw.execute("DELETE FROM senders WHERE run_id = %s", (run_id,))
+                    self._raw.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            except Exception:  # noqa: BLE001 - connection lost: the server ends the session and its lock
+                pass
+
+    def _analyze_if_stale(self) -> None:
+        """Before a run reads the ledger: statistics older than a tenth of the table (autovacuum's
+        rule, which may not have run yet after the last send) are brought up to date."""
+        with self._lock, self._errors():
+            row = self._raw.execute(
+                "SELECT n_mod_since_analyze, n_live_tup FROM pg_stat_user_tables "
+                "WHERE relname = 'events' AND schemaname = current_schema()"
+            ).fetchone()
+            if row is not None and row[0] > 0.1 * row[1] + 1000:
+                self._raw.execute("ANALYZE events")
+                self._analyze_at = max(_ANALYZE_AFTER, int(row[1]))
+
+    def _note_claimed(self, raw: Any, count: int) -> None:
+        with self._senders_lock:
+            self._claimed_since_analyze += count
+            due = self._claimed_since_analyze >= self._analyze_at
+            if due:
+                self._analyze_at = max(self._analyze_at * 2, _ANALYZE_AFTER)
+                self._claimed_since_analyze = 0
+        if due:
+            raw.execute("ANALYZE events")
+
+    def maintenance(self) -> AbstractContextManager[None]:
+        return nullcontext()  # forget leaves in_flight rows (claimed by a run) alone
+
+    def live_runs(self) -> list[dict[str, Any]]:
+        """The registered runs whose liveness lock is held (for `doctor` and the tests)."""
+        with self._lock, self._errors():
+            rows = self._raw.execute(
+                "SELECT s.run_id, s.host, s.pid, s.started_at FROM senders s WHERE EXISTS ("
+                " SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted"
+                " AND ((l.classid::bigint << 32) | l.objid::bigint) = s.lock_key AND l.objsubid = 1)"
+                " ORDER BY s.started_at"
+            ).fetchall()
+        return [dict(zip(("run_id", "host", "pid", "started_at"), row, strict=True)) for row in rows]
+
+    def recover_in_flight(self) -> int:
+        """`in_flight` events of runs that are gone (their lock is free, or no longer registered)
+        -> `uncertain`; also rows with no run (copied from a SQLite ledger). A live run's claims
+        are never touched: a claim only ever takes rows that are not `in_flight`."""
+        with self._lock, self._errors():
+            runs = self._raw.execute(
+                "SELECT run_id, lock_key FROM senders WHERE run_id IS DISTINCT FROM %s", (self.run_id,)
+            ).fetchall()
+            dead: list[tuple[str, int]] = []
+            try:
+                for run_id, key in runs:
+                    if self._raw.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+                        dead.append((run_id, key))
+                gone = [run_id for run_id, _ in dead]
+                with self._raw.transaction():
+                    count = self._raw.execute(
+                        "UPDATE events SET state = 'uncertain', error_message = %s, updated_at = %s "
+                        "WHERE state = 'in_flight' AND state <> 'sent' AND (run_id IS NULL OR run_id = ANY(%s) "
+                        # A run that ended without settling (its connection lost) is no longer
+                        # registered. A live run's registration is committed before its first claim,
+                        # so any of its claims this statement sees comes with its `senders` row.
+                        "OR NOT EXISTS (SELECT 1 FROM senders s WHERE s.run_id = events.run_id))",
+                        (_GONE, time.time(), gone),
+                    ).rowcount
+                    self._raw.execute("DELETE FROM senders WHERE run_id = ANY(%s)", (gone,))
+            finally:
+                for _, key in dead:
+                    self._raw.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        return int(count)
+
+    # -- the hot path: one round trip per batch ---------------------------------------------------
+
+    def _lookup(
+        self, reader: Any, dataset_id: str, keys: Sequence[EventKey], columns: str, condition: str
+    ) -> Iterator[tuple[Any, ...]]:
+        """One query per event name: `event_id = ANY(...)` on the key's unique index. Planned at
+        each call (prepare=False): a plan cached while the table was small (a seq scan) would be
+        kept by the session as the table grows, costing a scan of the table per key."""
+        select = f", {columns}" if columns else ""
+        for name, ids in _ids_by_name(keys).items():
+            rows = reader.raw.execute(
+                f"SELECT event_id{select} FROM events WHERE dataset_id = %s AND event_name = %s "
+                f"AND event_id = ANY(%s){condition}",
+                (dataset_id, name, ids), prepare=False,
+            ).fetchall()
+            for row in rows:
+                yield (name, *row)
+
+    def sent_among(self, dataset_id: str, keys: Sequence[EventKey]) -> set[EventKey]:
+        """The keys recorded `sent`; a re-run's chunks mostly answered from a read-ahead window."""
+        if not keys:
+            return set()
+        with self._reader_lock, self._errors():
+            known = self._read_ahead.answer(dataset_id, keys)
+            if known is not None:
+                return known
+            reader = self._read_connection()
+            found = {(name, event_id): (row_id, state) for name, event_id, row_id, state
+                     in self._lookup(reader, dataset_id, keys, "id, state", "")}
+            self._read_ahead.refill(reader.raw, dataset_id, found)
+            return {key for key, (_, state) in found.items() if state == "sent"}
+
+    def begin_batch(self, dataset_id: str, batch_id: str, events: Sequence[PendingEvent]) -> set[EventKey]:
+        """Claim the events for this run. New keys are inserted (a key another run inserts first
+        is lost: ON CONFLICT DO NOTHING waits for that run's transaction); existing rows are taken
+        only if `failed` or still in the state this run read, never `in_flight`. Keys go in sorted
+        order so two runs claiming overlapping batches lock rows in the same order."""
+        if self.run_id is None:
+            raise RuntimeError("begin_batch outside sender()")
+        import psycopg
+
+        events = sorted(events, key=lambda e: (e.event_name, e.event_id))
+        now = time.time()
+        for attempt in range(_DEADLOCK_RETRIES):
+            try:
+                return self._claim(dataset_id, batch_id, events, now)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                # The transaction was rolled back whole: nothing was claimed, so trying again is safe.
+                if attempt + 1 == _DEADLOCK_RETRIES:
+                    raise error(self.url, exc) from None
+        raise AssertionError("unreachable")
+
+    def _claim(self, dataset_id: str, batch_id: str, events: Sequence[PendingEvent], now: float) -> set[EventKey]:
+        import psycopg
+
+        columns = (
+            [e.event_name for e in events], [e.event_id for e in events], [e.event_time for e in events],
+            [e.source for e in events], [e.line for e in events], [e.payload_hash for e in events],
+        )
+        raw = self._sending_connection()
+        try:
+            with raw.transaction():
+                claimed = {tuple(row) for row in raw.execute(
+                    "INSERT INTO events (dataset_id, event_name, event_id, state, event_time, batch_id, "
+                    "attempts, source, line, payload_hash, created_at, updated_at, run_id) "
+                    "SELECT %s, n, i, 'in_flight', t, %s, 1, s, l, h, %s, %s, %s FROM unnest("
+                    "%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::text[]) "
+                    "AS u(n, i, t, s, l, h) ORDER BY n, i "
+                    "ON CONFLICT (dataset_id, event_name, event_id) DO NOTHING RETURNING event_name, event_id",
+                    (dataset_id, batch_id, now, now, self.run_id, *columns), prepare=False,
+                ).fetchall()}
+                rest = [i for i, e in enumerate(events) if (e.event_name, e.event_id) not in claimed]
+                if rest:
+                    picked = [[column[i] for i in rest] for column in columns]
+                    expected = [events[i].claim_from for i in rest]
+                    claimed.update(tuple(row) for row in raw.execute(
+                        "UPDATE events e SET state = 'in_flight', event_time = u.t, batch_id = %s, "
+                        "attempts = e.attempts + 1, source = u.s, line = u.l, payload_hash = u.h, "
+                        "updated_at = %s, run_id = %s, error_code = NULL, error_subcode = NULL, "
+                        "error_message = NULL FROM unnest(%s::text[], %s::text[], %s::bigint[], "
+                        "%s::text[], %s::bigint[], %s::text[], %s::text[]) AS u(n, i, t, s, l, h, x) "
+                        "WHERE e.dataset_id = %s AND e.event_name = u.n AND e.event_id = u.i "
+                        "AND e.state <> 'in_flight' AND (e.state = 'failed' OR e.state = u.x) "
+                        "RETURNING e.event_name, e.event_id",
+                        (batch_id, now, self.run_id, *picked, expected, dataset_id), prepare=False,
+                    ).fetchall())
+            self._note_claimed(raw, len(claimed))
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            raise
+        except psycopg.Error as exc:
+            raise error(self.url, exc) from None
+        return claimed  # type: ignore[return-value]
+
+    def settle(
+        self,
+        dataset_id: str,
+        batch_id: str,
+        keys: Iterable[EventKey],
+        state: LedgerState | str,
+        *,
+        error_code: int | None = None,
+        error_subcode: int | None = None,
+        error_message: str | None = None,
+        fbtrace_id: str | None = None,
+    ) -> None:
+        ids_by_name = _ids_by_name(list(keys))
+        now = time.time()
+        with self._errors(), self._sending_connection().transaction() as tx:
+            for name, ids in ids_by_name.items():
+                tx.connection.execute(
+                    "UPDATE events SET state = %s, batch_id = %s, error_code = %s, error_subcode = %s, "
+                    "error_message = %s, fbtrace_id = %s, updated_at = %s WHERE dataset_id = %s "
+                    "AND event_name = %s AND event_id = ANY(%s) AND run_id = %s AND state = 'in_flight'",
+                    (str(LedgerState(state)), batch_id, error_code, error_subcode, error_message, fbtrace_id,
+                     now, dataset_id, name, ids, self.run_id), prepare=False,
+                )
+
+    def forget(
+        self,
+        state: str | None = None,
+        event_name: str | None = None,
+        dataset_id: str | None = None,
+        event_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        """As on SQLite, except that `in_flight` rows stay: a live run on another host owns them
+        (a dead run's become `uncertain` at the next send, and can be forgotten then)."""
+        where, params = self._where(state, event_name, dataset_id, since, until, event_id)
+        where = f"{where} AND state != 'in_flight'" if where else " WHERE state != 'in_flight'"
+        with self._tx() as conn:
+            return int(conn.execute(f"DELETE FROM events{where}", params).rowcount)
+
+
+def _ids_by_name(keys: Iterable[EventKey]) -> dict[str, list[str]]:
+    ids_by_name: dict[str, list[str]] = {}
+    for name, event_id in keys:
+        ids_by_name.setdefault(name, []).append(event_id)
+    return ids_by_name
