@@ -14,7 +14,8 @@ from capi_cli.cli.common import TableJson, info, open_output, settings, state, w
 from capi_cli.cli.progress import DeliveryBar, estimate_records, print_problem, summary_line
 
 if TYPE_CHECKING:
-    from capi_cli.delivery.run import SendReport
+    from capi_cli.config import Settings
+    from capi_cli.delivery.run import SendReport, SendRequest
 
 PROBLEM_LINES = 20  # problems printed on stderr; `capi validate` gives the full report
 
@@ -70,46 +71,33 @@ def send(
 
     Example: capi send --file orders.csv --map columns.yaml --set currency=INR
     """
+    from capi_cli.delivery.run import SendRequest
     from capi_cli.events import parallel
-
-    parallel.warm_up(files)
-    try:
-        inputs = {"strict_fields": strict_fields, "require_attribution": require_attribution, "locale": locale,
-                  "reshape": opt.reshape(preset, where, group_by, date_format)}
-        _send(ctx, files, map_file, sets, input_format, dry_run, output, test_event_code, batch_size, concurrency,
-              strict, resend, resend_uncertain, since, until, limit, fmt, no_progress, inputs, shard)
-    finally:
-        parallel.cool_down()
-
-
-def _send(
-    ctx: typer.Context, files: list[str], map_file: str | None, sets: list[str], input_format: str | None,
-    dry_run: bool, output: str | None, test_event_code: str | None, batch_size: int | None,
-    concurrency: int | None, strict: bool, resend: bool, resend_uncertain: bool, since: str | None,
-    until: str | None, limit: int | None, fmt: TableJson, no_progress: bool, inputs: dict[str, Any], shard: str | None = None,
-) -> None:
-    from capi_cli.delivery.run import SendRequest, run_send
     from capi_cli.events.pipeline import BuildOptions
     from capi_cli.events.shard import Shard
 
-    s = settings(ctx, batch_size=batch_size, concurrency=concurrency, locale=inputs.pop("locale"))
-    st = state(ctx)
-    stream = open_output(output) if output else None
-    request = SendRequest(
-        files=files,
-        build=BuildOptions(
+    with parallel.warmed(files):
+        s = settings(ctx, batch_size=batch_size, concurrency=concurrency, locale=locale)
+        build = BuildOptions(
             map_file=map_file, sets=sets, input_format=input_format, since=since, until=until, limit=limit,
-            **inputs,
-        ),
-        dry_run=dry_run,
-        output=stream,
-        test_event_code=test_event_code,
-        strict=strict,
-        resend=resend,
-        resend_uncertain=resend_uncertain,
-        shard=Shard.parse(shard) if shard is not None else None,
-    )
-    if resend:
+            strict_fields=strict_fields, require_attribution=require_attribution,
+            reshape=opt.reshape(preset, where, group_by, date_format),
+        )
+        request = SendRequest(
+            files=files, build=build, dry_run=dry_run, test_event_code=test_event_code, strict=strict,
+            resend=resend, resend_uncertain=resend_uncertain, shard=Shard.parse(shard) if shard is not None else None,
+        )
+        _run(ctx, s, request, output, fmt, no_progress)
+
+
+def _run(ctx: typer.Context, s: Settings, request: SendRequest, output: str | None, fmt: TableJson,
+         no_progress: bool) -> None:
+    """The run and its rendering: progress on a terminal, problems on stderr, the report."""
+    from capi_cli.delivery.run import run_send
+
+    st = state(ctx)
+    stream = request.output = open_output(output) if output else None
+    if request.resend:
         warn("--resend sends again events Meta already counted: they will be counted twice")
     shown = 0
 
@@ -123,7 +111,7 @@ def _send(
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     show = not (no_progress or st.quiet)
-    bar = DeliveryBar(enabled=show, dry_run=dry_run, total=estimate_records(files) if show else None)
+    bar = DeliveryBar(enabled=show, dry_run=request.dry_run, total=estimate_records(request.files) if show else None)
     try:
         try:
             with bar:

@@ -43,25 +43,13 @@ def validate(
     Example: capi validate orders.csv --map columns.yaml --set currency=EUR
     """
     from capi_cli.events import parallel
+    from capi_cli.events.pipeline import BuildOptions, validate_files
 
-    parallel.warm_up(paths)
-    try:
-        from capi_cli.events.pipeline import BuildOptions, iter_events, referral_store
-        from capi_cli.events.validate import collect
-
-        current = settings(ctx, locale=locale)
+    with parallel.warmed(paths):
         options = BuildOptions(map_file=map_file, sets=sets, input_format=input_format,
                                strict_fields=strict_fields, require_attribution=require_attribution,
                                reshape=opt.reshape(preset, where, group_by, date_format))
-        referrals = referral_store(current)
-        try:
-            report = collect(iter_events(paths, current, options, referrals=referrals))
-        finally:
-            if referrals is not None:
-                referrals.close()
-        report.tally.filtered = options.filtered
-    finally:
-        parallel.cool_down()
+        report = validate_files(paths, settings(ctx, locale=locale), options)
 
     if fmt == TableJson.json:
         write_json(report.to_dict())

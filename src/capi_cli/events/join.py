@@ -100,3 +100,11 @@ def whatsapp_candidates(builder: EventBuilder, record: dict[str, Any]) -> list[s
         builder._digests.setdefault("ph", {})
         phone = builder._hash_field("ph", raw, builder.default_country, [])[1]
     return builder._whatsapp_users(record, phone)  # the same list body asks for
+
+
+def batched(referrals: Any) -> Any:
+    """The referral store as the builder should ask it: a chunk of records at a time when the
+    store can answer batches (the ledger), else as it is."""
+    if referrals is None or not hasattr(referrals, "latest_whatsapp_referrals"):
+        return referrals
+    return BatchedJoin(referrals)

@@ -1,7 +1,7 @@
 """Building events in worker processes, so that a large file uses more than one core.
 
 This process reads the records (any format) and sends them in chunks to `python -m
-capi_cli.events.parallel` workers, round robin; each worker maps, reads the head, filters by
+capi_cli.events.worker` workers, round robin; each worker maps, reads the head, filters by
 time, checks the ledger for `sent` events (when asked), normalizes, hashes and serializes, and
 answers with compact tuples in the order it was given. Reading the answers round robin too
 keeps the input order, and everything that depends on order stays in pipeline._sequence.
@@ -26,24 +26,25 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import IO, TYPE_CHECKING, Any
 
+from capi_cli.events.staging import Kind, StagedItem, item_of
+from capi_cli.events.wire import PLAIN, read, write
+from capi_cli.events.worker import import_builder, serve
+
 if TYPE_CHECKING:
-    from capi_cli.events.pipeline import Stager
     from capi_cli.events.readers import PlainBlock
-    from capi_cli.ledger.types import LedgerRef, LedgerStore
+    from capi_cli.events.staging import Stager
 
 ENV = "CAPI_WORKERS"
 AUTO_MIN_BYTES = 4 << 20  # below this, starting workers (~0.2 s) costs more than it saves
 MAX_AUTO_WORKERS = 2
 CHUNK = 500  # records per message
 AHEAD = 3  # chunks in flight per worker
-_HEADER = 8
 
 
 def _cores() -> int:
@@ -81,9 +82,6 @@ class WorkerFailed(RuntimeError):
     pass
 
 
-_PLAIN = "plain"  # a message holding a PlainBlock's fields, not records
-
-
 class _Later:
     """The records of a PlainBlock, parsed in this process only if one is needed here (the body of a
     duplicate of an event already sent is built here, to report its problems)."""
@@ -100,27 +98,12 @@ class _Later:
         return self._records[line]
 
 
-def _write(stream: IO[bytes], data: bytes) -> None:
-    stream.write(len(data).to_bytes(_HEADER, "little"))
-    stream.write(data)
-    stream.flush()
-
-
-def _read(stream: IO[bytes]) -> bytes | None:
-    header = stream.read(_HEADER)
-    if len(header) < _HEADER:
-        return None
-    size = int.from_bytes(header, "little")
-    data = stream.read(size)
-    return data if len(data) == size else None
-
-
 def _feed(stream: IO[bytes], messages: queue.SimpleQueue[bytes | None]) -> None:
     """Writes to one worker from a thread of its own: the main thread never blocks on a full pipe
     while that worker blocks writing an answer nobody reads yet."""
     try:
         while (data := messages.get()) is not None:
-            _write(stream, data)
+            write(stream, data)
     except (OSError, ValueError):
         pass
     finally:
@@ -135,7 +118,7 @@ def _spawn() -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     return subprocess.Popen(
-        [sys.executable, "-m", "capi_cli.events.parallel"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        [sys.executable, "-m", "capi_cli.events.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
     )
 
 
@@ -163,7 +146,7 @@ class _Forked:
                 os.dup2(quiet, 0)
                 os.dup2(quiet, 1)
                 os.close(quiet)
-                code = _serve(os.fdopen(to_child, "rb"), os.fdopen(to_parent, "wb"))
+                code = serve(os.fdopen(to_child, "rb"), os.fdopen(to_parent, "wb"))
             finally:
                 os._exit(code)
         os.close(to_child)
@@ -213,7 +196,7 @@ def warm_up(paths: Sequence[str | Path], *, fork: bool = False) -> None:
     if not _warm:
         atexit.register(cool_down)  # any a command never took
     if fork and hasattr(os, "fork") and threading.active_count() == 1:
-        _import_builder()
+        import_builder()
         siblings: list[int] = []
         for _ in range(wanted):
             worker = _Forked(siblings)
@@ -222,14 +205,6 @@ def warm_up(paths: Sequence[str | Path], *, fork: bool = False) -> None:
         return
     for _ in range(wanted):
         _warm.append(_spawn())
-
-
-def _import_builder() -> None:
-    import capi_cli.events.build
-    import capi_cli.events.jsontext
-    import capi_cli.events.phones
-    import capi_cli.events.pipeline
-    import capi_cli.ledger  # noqa: F401
 
 
 def cool_down() -> None:
@@ -302,7 +277,7 @@ class WorkerPool:
     def collect(self, worker: int) -> list[tuple[Any, ...]]:
         stdout = self._procs[worker].stdout
         assert stdout is not None
-        data = _read(stdout)
+        data = read(stdout)
         if data is None:
             code = self._procs[worker].poll()
             raise WorkerFailed(f"a worker process ended unexpectedly (exit status {code}); "
@@ -314,23 +289,22 @@ class WorkerPool:
 
     def submit_plain(self, block: PlainBlock) -> int:
         """Send one PlainBlock of a CSV file, for the worker to parse too."""
-        data = pickle.dumps((_PLAIN, (block.header, block.delimiter, block.start, block.text)),
+        data = pickle.dumps((PLAIN, (block.header, block.delimiter, block.start, block.text)),
                             protocol=pickle.HIGHEST_PROTOCOL)
         worker = self._next
         self._next = (worker + 1) % len(self._procs)
         self._queues[worker].put(data)
         return worker
 
-    def stage(self, stager: Stager, path: str | Path, input_format: str | None) -> Iterator[tuple[Any, ...]]:
-        """pipeline._local_stage's items for one file, staged (and mostly built) by the workers."""
-        from capi_cli.events.pipeline import LOCAL, ROW, SENT
+    def stage(self, stager: Stager, path: str | Path, input_format: str | None) -> Iterator[StagedItem]:
+        """staging.local_stage's items for one file, staged (and mostly built) by the workers."""
         from capi_cli.events.readers import PlainBlock, read_items
 
         in_flight: deque[tuple[int, list[tuple[int, Any]] | PlainBlock]] = deque()
         limit = AHEAD * len(self._procs)
         index = 0
 
-        def answers() -> Iterator[tuple[Any, ...]]:
+        def answers() -> Iterator[StagedItem]:
             nonlocal index
             worker, sent = in_flight.popleft()
             if type(sent) is PlainBlock:
@@ -344,26 +318,20 @@ class WorkerPool:
                 if type(answer[0]) is str:
                     if len(answer) == 3:  # sent before: (name, id, unknown); its record is needed here
                         # only if it is a duplicate (then it is read again: `raw`, or the block's)
-                        yield (SENT, line, index, answer[2], answer[0], answer[1], None, True, (), None,
-                               (raw,) if type(raw) is not _Later else raw)
+                        yield StagedItem(Kind.SENT, line, index, answer[2], answer[0], answer[1], None, True, (),
+                                         None, (raw,) if type(raw) is not _Later else raw)
                         continue
                     # a valid event: (text, name, id, time, time_given, attributed, unknown)
-                    yield (ROW, line, index, answer[6], answer[1], answer[2], answer[3], answer[4], (),
-                           (answer[0], answer[5], ()), None)
+                    yield StagedItem(Kind.ROW, line, index, answer[6], answer[1], answer[2], answer[3], answer[4], (),
+                                     (answer[0], answer[5], ()), None)
                     continue
                 kind, unknown, head, errors, body = answer
-                local = None
-                if kind == LOCAL:
-                    kind, unknown, staged, errors, record = stager.stage(raw)
-                    if staged is None:
-                        yield kind, line, index, unknown, None, None, None, True, errors, None, None
-                    else:
-                        yield (kind, line, index, unknown, staged.event_name, staged.event_id, staged.event_time,
-                               staged.time_given, errors, None, (record, staged))
+                if kind == Kind.LOCAL:
+                    yield item_of(stager.stage(raw), line, index, raw)
                 elif head is None:
-                    yield kind, line, index, unknown, None, None, None, True, errors, None, None
+                    yield StagedItem(kind, line, index, unknown, None, None, None, True, errors, None, None)
                 else:
-                    yield kind, line, index, unknown, head[0], head[1], head[2], head[3], errors, body, local
+                    yield StagedItem(kind, line, index, unknown, head[0], head[1], head[2], head[3], errors, body, None)
 
         chunk: list[tuple[int, Any]] = []
         for item in read_items(path, input_format):
@@ -395,138 +363,14 @@ class WorkerPool:
         _reap(self._procs)
 
 
-# -- the worker side ---------------------------------------------------------------------------
 
 
-class _Worker:
-    def __init__(self, config: dict[str, Any]) -> None:
-        from capi_cli.events.build import EventBuilder
-        from capi_cli.events.fields import FieldMapper
-        from capi_cli.events.pipeline import Stager
-
-        ledgers: dict[LedgerRef, LedgerStore] = {}
-
-        def ledger(ref: LedgerRef) -> LedgerStore:
-            from capi_cli.ledger.types import open_ledger
-
-            if ref not in ledgers:
-                ledgers[ref] = open_ledger(ref)
-            return ledgers[ref]
-
-        from capi_cli.events.pipeline import batched
-
-        referrals = batched(ledger(config["referrals"])) if config.get("referrals") else None
-        sent = config.get("sent")
-        self.sent_among: Callable[[list[tuple[str, str]]], set[tuple[str, str]]] | None = None
-        if sent:
-            from capi_cli.events.shard import skipped_among
-
-            store, dataset_id, shard = ledger(sent[0]), sent[1], sent[2]
-            self.sent_among = lambda keys: skipped_among(lambda rest: store.sent_among(dataset_id, rest), shard, keys)
-        builder = EventBuilder(
-            SimpleNamespace(**config["settings"]),
-            now=config["now"],
-            window_seconds=config["window_seconds"],
-            referrals=referrals,
-            date_format=config.get("date_format"),
-        )
-        self.builder = builder
-        localize = None
-        if config.get("locale"):
-            from capi_cli.inputs.reshape import Localizer
-
-            localize = Localizer(config["locale"])
-        self.stager = Stager(FieldMapper(config["mapping"], config["sets"]), builder, config["since"], config["until"],
-                             localize)
-        self._header: list[str] | None = None
-
-    def _same(self, header: list[str]) -> list[str]:
-        """One header object for a file's rows, however many messages they came in: the mapper
-        works out a header's plan once per object."""
-        if header != self._header:
-            self._header = header
-        return self._header  # type: ignore[return-value]
-
-    def process(self, message: tuple[Any, list[Any]]) -> list[tuple[Any, ...]]:
-        from capi_cli.events.jsontext import payload_json
-        from capi_cli.events.pipeline import LOCAL, NESTED, ROW, SENT
-
-        header, items = message
-        lines: list[int] | None = None
-        if header == _PLAIN:
-            from capi_cli.events.readers import PlainBlock
-
-            header, delimiter, start, text = items
-            records = list(PlainBlock(self._same(header), delimiter, start, text).records())
-            lines = [line for line, _ in records]
-            raws: list[Any] = [raw for _, raw in records]
-        elif header is not None:
-            header = self._same(header)
-            raws = [(header, row) for row in items]
-        else:
-            raws = [(self._same(raw[0]), raw[1]) if type(raw) is tuple else raw for raw in items]
-        if None in raws:  # records too deep to pickle: staged in the parent
-            staged_here = iter(self.stager.stage_chunk([raw for raw in raws if raw is not None], self.sent_among))
-            staged: list[Any] = [(LOCAL, (), None, None, None) if raw is None else next(staged_here) for raw in raws]
-        else:
-            staged = self.stager.stage_chunk(raws, self.sent_among)
-        body_of = self.builder.body
-        answers: list[tuple[Any, ...]] = []
-        for kind, unknown, head, errors, record in staged:
-            if kind == SENT:  # short: a re-run answers this for every row
-                answers.append((head.event_name, head.event_id, unknown))
-                continue
-            if kind != ROW:
-                answers.append((kind, unknown, None, errors, None))
-                continue
-            fields = (head.event_name, head.event_id, head.event_time, head.time_given)
-            body_errors: list[Any] = []
-            try:
-                payload, attributed = body_of(record, head, body_errors)
-            except RecursionError:
-                answers.append((ROW, unknown, fields, errors, NESTED))
-                continue
-            if errors or body_errors:
-                # The payload goes along: problems that only drop a field still send the event.
-                answers.append((ROW, unknown, fields, errors, (payload_json(payload), attributed, body_errors)))
-            else:
-                answers.append((payload_json(payload), *fields, attributed, unknown))
-        return answers if lines is None else (lines, answers)  # type: ignore[return-value]
-
-
-def main() -> int:
-    """A worker started as `python -m capi_cli.events.parallel`."""
-    # The builder's imports first: a worker started early (warm_up) has them done by the time
-    # its configuration comes.
-    _import_builder()
-    return _serve(sys.stdin.buffer, sys.stdout.buffer)
-
-
-def _serve(source: IO[bytes], sink: IO[bytes]) -> int:
-    """The worker's loop: its configuration, then one answer per message, until end of input."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+@contextmanager
+def warmed(paths: Sequence[str | Path]) -> Iterator[None]:
+    """A command's worker processes: started now (`warm_up`), so their start-up overlaps the
+    command's own; any the build did not take are stopped at the end (`cool_down`)."""
+    warm_up(paths)
     try:
-        config = _read(source)
-        if config is None:
-            return 0
-        worker = _Worker(pickle.loads(config))
-        while (data := _read(source)) is not None:
-            answers = worker.process(pickle.loads(data))
-            _write(sink, pickle.dumps(answers, protocol=pickle.HIGHEST_PROTOCOL))
-    except (BrokenPipeError, KeyboardInterrupt):
-        return 0
-    except BaseException:
-        try:
-            _write(sink, pickle.dumps(traceback.format_exc()))
-        except OSError:
-            pass
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    code = main()
-    # Nothing to tidy: the answers are written and flushed, the ledger was only read. Skipping the
-    # interpreter's teardown saves the command ~20 ms of waiting for its workers to exit.
-    sys.stdout.flush()
-    os._exit(code)
+        yield
+    finally:
+        cool_down()

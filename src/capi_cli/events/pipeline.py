@@ -16,36 +16,28 @@ import json
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from capi_cli import clock
-from capi_cli.events.build import EventBuilder, Head, ReferralStore
+from capi_cli.events.build import EventBuilder, ReferralStore
 from capi_cli.events.fields import FieldMapper
+from capi_cli.events.join import batched
 from capi_cli.events.jsontext import payload_json
 from capi_cli.events.keyset import KeySet
-from capi_cli.events.readers import Malformed, is_empty_file, read_records, source_name
+from capi_cli.events.readers import is_empty_file, source_name
+from capi_cli.events.staging import NESTED_MESSAGE, Kind, StagedItem, Stager, local_stage
 from capi_cli.events.times import parse_when
-from capi_cli.events.validate import ERROR, WARNING, Problem, triage
+from capi_cli.events.validate import ERROR, WARNING, Problem, ValidationReport, collect, triage
 from capi_cli.inputs.setup import InputSetup, suggestion
 
 if TYPE_CHECKING:
-    from capi_cli.inputs.reshape import InputPlan, Reshape
+    from capi_cli.inputs.reshape import Reshape
 
 __all__ = ["BuildOptions", "BuiltEvent", "Problem", "iter_events", "payload_json"]
 
 When = int | float | datetime | str | None
 Errors = list[tuple[str | None, str, str]]
-
-# What becomes of one record before the order-dependent decisions (Stager.stage).
-MALFORMED = 0  # unreadable: errors holds the message
-NESTED = 1  # values nested too deeply
-OUT = 2  # outside --since/--until
-ROW = 3  # head read; the body is built next (here, or already by a worker)
-SENT = 4  # a worker found it `sent` in the ledger and built no body
-LOCAL = 5  # a worker could not take it (too deep to pickle): staged here instead
-NESTED_MESSAGE = "values nested too deeply"
 
 SeenIds = KeySet  # the name tests and older callers know
 
@@ -147,14 +139,16 @@ def referral_store(settings: Any) -> Any:
     return open_ledger(location)
 
 
-def batched(referrals: Any) -> Any:
-    """The referral store as the builder should ask it: a chunk of records at a time when the
-    store can answer batches (the ledger), else as it is."""
-    if referrals is None or not hasattr(referrals, "latest_whatsapp_referrals"):
-        return referrals
-    from capi_cli.events.join import BatchedJoin
-
-    return BatchedJoin(referrals)
+def validate_files(paths: Iterable[str | Path], settings: Any, options: BuildOptions) -> ValidationReport:
+    """`capi validate`: every check `send` runs, with the same stored referrals, nothing sent."""
+    referrals = referral_store(settings)
+    try:
+        report = collect(iter_events(paths, settings, options, referrals=referrals))
+    finally:
+        if referrals is not None:
+            referrals.close()
+    report.tally.filtered = options.filtered
+    return report
 
 
 def _bound(value: When, now: float, builder: EventBuilder, option: str) -> int | None:
@@ -167,131 +161,6 @@ def _bound(value: When, now: float, builder: EventBuilder, option: str) -> int |
     if isinstance(value, int | float):
         return int(value)
     return parse_when(value, now, builder.tz, option)
-
-
-Staged = tuple[int, Sequence[str], Head | None, "Errors | str | None", "dict[str, Any] | None"]
-SentAmong = Callable[[list[tuple[str, str]]], set[tuple[str, str]]]
-
-
-class Stager:
-    """The order-free first half of a record: mapping, the head (name, time, channel, id) and the
-    --since/--until filter. The same code runs here and in the worker processes."""
-
-    def __init__(
-        self, mapper: FieldMapper, builder: EventBuilder, since: int | None, until: int | None,
-        localize: Callable[[dict[str, Any], Errors], None] | None = None,
-    ) -> None:
-        self.mapper = mapper
-        self.builder = builder
-        self.since = since
-        self.until = until
-        self.localize = localize  # inputs.reshape.Localizer under --locale
-
-    def stage(self, raw: Any) -> Staged:
-        """(kind, unknown columns, head, errors (the message when MALFORMED), mapped record)."""
-        if isinstance(raw, Malformed):
-            return MALFORMED, (), None, raw.message, None
-        if type(raw) is tuple:
-            record, unknown, invalid = self.mapper.map_row(*raw)
-            errors: Errors = [(key, "invalid_value", message) for key, message in invalid]
-        else:
-            record, unknown, invalid = self.mapper.map_record(raw)
-            errors = [(key, "invalid_value", message) for key, message in invalid]
-            if type(raw) is not dict and (notes := getattr(raw, "notes", None)):
-                errors.extend(notes)  # inputs.grouping.GroupedRecord: what merging a group found
-        if self.localize is not None:
-            self.localize(record, errors)
-        try:
-            head = self.builder.head(record, errors)
-        except RecursionError:  # values nested a thousand levels deep
-            return NESTED, unknown, None, None, None
-        if head.event_time is not None and (
-            (self.since is not None and head.event_time < self.since)
-            or (self.until is not None and head.event_time > self.until)
-        ):
-            return OUT, unknown, None, None, None
-        return ROW, unknown, head, errors, record
-
-    def stage_chunk(self, raws: Sequence[Any], sent_among: SentAmong | None) -> list[Staged]:
-        """`stage` of each record; with `sent_among`, a record the ledger says was sent comes back
-        as SENT, and nothing but its name and id is read when it gives them outright (a CSV row
-        with an event_id or order_id column: EventBuilder.key, the same key `head` finds).
-        The ledger is asked once or twice per chunk, not once per record."""
-        stage = self.stage
-        if sent_among is None:
-            return self._joined([stage(raw) for raw in raws])
-        keys: list[tuple[str, str] | None] = [None] * len(raws)
-        unknowns: list[Sequence[str]] = [()] * len(raws)
-        if self.since is None and self.until is None:  # else the time decides first (OUT before SENT)
-            key_of, map_keys = self.builder.key, self.mapper.map_row_keys
-            for number, raw in enumerate(raws):
-                if type(raw) is tuple:
-                    record, unknowns[number] = map_keys(*raw)
-                    keys[number] = key_of(record)
-        known = [key for key in keys if key is not None]
-        sent = sent_among(known) if known else set()
-        staged: list[Any] = []
-        for raw, key, unknown in zip(raws, keys, unknowns, strict=True):
-            if key is not None and key in sent:
-                staged.append((SENT, unknown, Head(key[0], None, None, key[1]), (), None))
-            else:
-                staged.append(stage(raw))
-        # The rest: ids only the head could work out (from the time and the customer, or the row).
-        asked = [(item[2].event_name, item[2].event_id) for item, key in zip(staged, keys, strict=True)
-                 if key is None and item[0] == ROW and item[2].event_name is not None and item[2].event_id is not None]
-        if asked and (sent := sent_among(asked)):
-            for number, item in enumerate(staged):
-                if item[0] == ROW and keys[number] is None and (item[2].event_name, item[2].event_id) in sent:
-                    staged[number] = (SENT, *item[1:])
-        return self._joined(staged)
-
-    def _joined(self, staged: list[Staged]) -> list[Staged]:
-        """Ask the ledger at once for the referrals of the records whose bodies come next
-        (events.join): one batched lookup per chunk, not one query per record."""
-        prefetch = getattr(self.builder.referrals, "prefetch", None)
-        if prefetch is not None:
-            prefetch(self.builder, [(item[2], item[4]) for item in staged if item[0] == ROW])
-        return staged
-
-
-# One staged record as _sequence takes it: (kind, line, index, unknown columns, event_name,
-# event_id, event_time, time_given, errors, body, local) where body is None (to build here),
-# NESTED, or (payload JSON text or None, attributed, body errors) from a worker; local is
-# (record, head) to build it from, or the raw record to stage again first: (raw,), or an object
-# whose raw(line) gives it (the records of a PlainBlock, which this process never parsed).
-StagedItem = tuple[Any, ...]
-
-
-_LOCAL_CHUNK = 500  # records staged before one batched "which of these were sent?" query
-
-
-def _local_stage(
-    stager: Stager,
-    path: str | Path,
-    input_format: str | None,
-    sent_among: SentAmong | None = None,
-    plan: InputPlan | None = None,
-) -> Iterator[StagedItem]:
-    """Stage records in this process, a chunk at a time: with `sent_among`, the ledger is asked
-    once per chunk, as the worker processes do (a query per row cost a re-run most of its time).
-    `plan`: --where and --group-by, which depend on row order, reshape the records first."""
-    index = 0
-    records: Iterable[Any] = read_records(path, input_format)
-    if plan is not None:
-        records = plan.records(records, source_name(path))
-    records = iter(records)
-    while chunk := list(islice(records, _LOCAL_CHUNK)):
-        for (line, raw), staged in zip(chunk, stager.stage_chunk([raw for _, raw in chunk], sent_among), strict=True):
-            index += 1
-            yield _item(staged, line, index, raw)
-
-
-def _item(staged: Staged, line: int, index: int, raw: Any) -> StagedItem:
-    kind, unknown, head, errors, record = staged
-    if head is None:
-        return kind, line, index, unknown, None, None, None, True, errors, None, None
-    return (kind, line, index, unknown, head.event_name, head.event_id, head.event_time, head.time_given,
-            errors, None, (raw,) if kind == SENT else (record, head))
 
 
 def iter_events(
@@ -333,7 +202,7 @@ def iter_events(
         try:
             yield from _sequence(
                 paths, options, stager, skip, spec if sent_among is not None else None,
-                lambda path: _local_stage(stager, path, options.input_format, sent_among, plan), inputs,
+                lambda path: local_stage(stager, path, options.input_format, sent_among, plan), inputs,
             )
         finally:
             options.filtered = plan.filtered if plan is not None else 0
@@ -390,13 +259,13 @@ def _sequence(
         for column, message in inputs.unused_map_keys(path):
             yield Problem(source, 1, None, column, "unused_map_key", WARNING, message)
         for item in stage_file(path):
-            if item[0] == SENT and not item[3] and not seen.add(f"{item[4]}\x1f{item[5]}"):
+            if item.kind == Kind.SENT and not item.unknown and not seen.add(f"{item.event_name}\x1f{item.event_id}"):
                 # The common case of a re-run, kept short: sent before, no new column, no duplicate.
                 if note_skipped is not None:
-                    note_skipped(item[4], item[5])
+                    note_skipped(item.event_name, item.event_id)
                 continue
             kind, line, index, unknown, name, event_id, event_time, time_given, errors, body, local = item
-            if kind == MALFORMED:
+            if kind == Kind.MALFORMED:
                 if remaining is not None:
                     if remaining <= 0:
                         return
@@ -411,10 +280,10 @@ def _sequence(
                         f"column {column!r} is not a known field and is ignored (map it with --map FILE.yaml, "
                         f"or to null to silence this){suggestion(column)}",
                     )
-            if kind == NESTED:
+            if kind == Kind.NESTED:
                 yield Problem(source, line, index, None, "malformed_record", ERROR, NESTED_MESSAGE)
                 continue
-            if kind == OUT:
+            if kind == Kind.OUT:
                 continue
             duplicate = None
             if event_id is not None and name is not None:
@@ -422,9 +291,9 @@ def _sequence(
                     duplicate = ("event_id", "duplicate_event_id",
                                  f"{name} {event_id!r} appears earlier in the input; only the first is kept")
                     errors = [*errors, duplicate]
-                    if kind == SENT:
+                    if kind == Kind.SENT:
                         body = None  # the worker skipped the body; the duplicate's problems need it
-                elif kind == SENT:
+                elif kind == Kind.SENT:
                     if note_skipped is not None:
                         note_skipped(name, event_id)
                     continue
@@ -448,7 +317,7 @@ def _sequence(
                     yield Problem(source, line, index, None, "malformed_record", ERROR, NESTED_MESSAGE)
                     continue
                 text = None
-            elif body == NESTED:
+            elif body == Kind.NESTED:
                 yield Problem(source, line, index, None, "malformed_record", ERROR, NESTED_MESSAGE)
                 continue
             else:
@@ -468,4 +337,5 @@ def _sequence(
                 if unattributed is not None:
                     yield Problem(source, line, index, unattributed[0], unattributed[1], WARNING, unattributed[2])
                     continue
+            assert name is not None and event_id is not None and event_time is not None  # a head without them errs
             yield BuiltEvent(name, event_id, event_time, payload, source, line, index, attributed, time_given, text)
