@@ -26,10 +26,9 @@ from capi_cli.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from capi_cli.ledger import LedgerStore
-    from capi_cli.webhooks import ExtractStats, Referral
+    from capi_cli.webhooks.capture import CaptureReport
 
 TABLE_COLUMNS = ("channel", "user_id", "ctwa_clid", "ad_id", "business_id", "timestamp", "kind", "origin")
-_STORE_CHUNK = 500
 _UNREADABLE_SHOWN = 100  # beyond this only a count, unless -v: a corrupt multi-GB log must not flood stderr
 
 
@@ -78,52 +77,46 @@ def extract_referral(
         ),
     ),
 ) -> None:
-    from capi_cli.webhooks import REFERRAL_KEYS, ExtractStats, Unreadable, Unrecognised, extract
+    from capi_cli.webhooks import REFERRAL_KEYS, Unreadable, Unrecognised
+    from capi_cli.webhooks.capture import CaptureReport, extract_and_store
 
     app_secret = _app_secret(ctx, app_secret_env)
-    stats = ExtractStats()
-    items = extract(
-        paths,
-        app_secret=app_secret,
-        channel=channel.value if channel else None,
-        require_valid_signature=require_valid_signature,
-        all_referrals=all_referrals,
-        stdin=getattr(sys.stdin, "buffer", None) if "-" in paths else None,
-        stats=stats,
-    )
+    report = CaptureReport()
     ledger = _open_ledger(ctx) if store else None
     shown = 0
     verbose = state(ctx).verbose
 
-    def referrals() -> Iterator[Referral]:
+    def referrals() -> Iterator[dict[str, Any]]:
         nonlocal shown
-        for item in items:
+        for item in extract_and_store(
+            paths, report, sink=ledger, app_secret=app_secret, channel=channel.value if channel else None,
+            require_valid_signature=require_valid_signature, all_referrals=all_referrals,
+            stdin=getattr(sys.stdin, "buffer", None) if "-" in paths else None,
+        ):
             if isinstance(item, Unreadable):
                 if shown < _UNREADABLE_SHOWN or verbose:
                     print(str(item), file=sys.stderr)
                     shown += 1
-                continue
-            if isinstance(item, Unrecognised):
+            elif isinstance(item, Unrecognised):
                 debug(ctx, str(item))
-                continue
-            yield item
+            else:
+                yield item.to_dict()
 
-    sink = _Store(ledger)
     try:
         stream = open_output(output)
         try:
-            _write((r.to_dict() for r in sink.passing(referrals())), fmt, REFERRAL_KEYS, stream)
+            _write(referrals(), fmt, REFERRAL_KEYS, stream)
         finally:
             if stream is not sys.stdout:
                 stream.close()
-        sink.flush()
     finally:
         if ledger is not None:
             ledger.close()
+    stats = report.stats
     if stats.unreadable > shown:
         print(f"... {stats.unreadable - shown} more unreadable inputs (-v shows all)", file=sys.stderr)
-    info(ctx, _summary(stats, sink))
-    for line in _warnings(stats, channel is not None):
+    info(ctx, _summary(report))
+    for line in report.warnings(channel is not None):
         info(ctx, f"warning: {line}")
     debug(ctx, f"signature check: {'on' if app_secret else 'off (no app secret)'}")
     if stats.unreadable:
@@ -143,36 +136,6 @@ def _open_ledger(ctx: typer.Context) -> LedgerStore:
     from capi_cli.ledger import open_ledger
 
     return open_ledger(settings(ctx).ledger)
-
-
-class _Store:
-    """Stores ad referrals in the ledger in chunks while they stream to the output.
-
-    A repeated delivery that adds fields is stored (merged into the first copy), not output;
-    referrals that are no ad (listed by --all-referrals) are output, never stored: they must
-    not take part in the referral join.
-    """
-
-    def __init__(self, ledger: LedgerStore | None) -> None:
-        self.ledger = ledger
-        self.new = self.already = 0
-        self._pending: list[dict[str, Any]] = []
-
-    def passing(self, records: Iterable[Referral]) -> Iterator[Referral]:
-        for record in records:
-            if self.ledger is not None and record.is_ad:
-                self._pending.append(record.store_record())
-                if len(self._pending) >= _STORE_CHUNK:
-                    self.flush()
-            if not record.repeat:
-                yield record
-
-    def flush(self) -> None:
-        if self.ledger is not None and self._pending:
-            new, already = self.ledger.store_referrals(self._pending)
-            self.new += new
-            self.already += already
-            self._pending = []
 
 
 def _write(records: Iterable[dict[str, Any]], fmt: Format, columns: tuple[str, ...], stream: Any) -> None:
@@ -197,8 +160,9 @@ def _write_json_array(records: Iterable[dict[str, Any]], stream: Any) -> None:
     stream.write("[]\n" if first else "\n]\n")
 
 
-def _summary(stats: ExtractStats, sink: _Store) -> str:
-    stored = f" (stored {sink.new} new, {sink.already} already known)" if sink.ledger is not None else ""
+def _summary(report: CaptureReport) -> str:
+    stats = report.stats
+    stored = f" (stored {report.stored_new} new, {report.stored_already} already known)" if report.storing else ""
     non_ad = f", non_ad {stats.non_ad}" if stats.non_ad else ""
     extra = f", duplicates {stats.duplicates}" if stats.duplicates else ""
     if stats.merged:
@@ -212,23 +176,3 @@ def _summary(stats: ExtractStats, sink: _Store) -> str:
         f"referrals {stats.referrals}{stored}{non_ad}, skipped {stats.skipped}{extra}, "
         f"unreadable {stats.unreadable}"
     )
-
-
-def _warnings(stats: ExtractStats, channel_given: bool) -> list[str]:
-    found = []
-    if stats.unrecognised:
-        found.append(
-            f"{stats.unrecognised} document(s) in a shape capi does not recognise were skipped "
-            "(-v lists each one's file:line and top-level keys)"
-        )
-    if stats.channel_guessed and not channel_given:
-        found.append(
-            f"{stats.channel_guessed} referral(s) from payloads without `object` could be Messenger or "
-            "Instagram; labelled messenger: give --channel instagram if they are Instagram's"
-        )
-    if stats.estimated:
-        found.append(
-            f"{stats.estimated} referral(s) carry no time in the dump: stored with the file's "
-            "modification time, marked estimated"
-        )
-    return found
