@@ -31,3 +31,20 @@ def capi_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+# The subprocess-heavy campaigns and whole-system tests: `pytest -m "not slow"` is the fast suite a
+# developer runs while working (under a minute on 2 cores); `.ci/run` runs everything.
+SLOW_MODULES = frozenset({
+    "test_bench_smoke", "test_concurrency", "test_corpus", "test_crash_campaign", "test_cron", "test_fault_matrix",
+    "test_ledger_backends", "test_ledger_copy", "test_ledger_faults", "test_one_join", "test_parallel_build",
+    "test_postgres_faults", "test_postgres_senders", "test_readme", "test_report_html", "test_secrets",
+    "test_send_cli", "test_exports", "test_webhooks_real", "test_input_edges", "test_resend_cli", "test_report",
+    "test_referral_join", "test_sandbox_cli", "test_entry", "test_quiet", "test_dataset_cli", "test_config_init",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

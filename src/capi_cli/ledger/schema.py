@@ -23,10 +23,10 @@ class PendingEvent:
     source: str | None = None
     line: int | None = None
     payload_hash: str | None = None
+    facts: EventFacts | None = None  # what the report needs (SPEC §8); None: not known
     # The state this run read before deciding to send it (None: no row). On PostgreSQL the claim
     # succeeds only if the row is still in that state (or `failed`), so two runs never both win.
     claim_from: str | None = None
-    facts: EventFacts | None = None  # what the report needs (SPEC §8); None: not known
 
 
 @dataclass(frozen=True, slots=True)
