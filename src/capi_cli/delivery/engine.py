@@ -55,13 +55,16 @@ def deliver(
     stop: threading.Event | None = None,
     sink_text: Callable[[Sequence[str]], None] | None = None,
     keys_unique: bool = False,
+    summary: DeliverySummary | None = None,
 ) -> DeliverySummary:
     """Send `events` (consumed lazily) to `dataset_id` exactly once, recording each in `ledger`.
 
     `sink` receives each batch's payloads, in the calling thread, as they leave (or would leave,
     in a dry run): `send -o FILE`; `sink_text` the same as compact JSON text (the event's
     `payload_json` when it has one: nothing is serialized twice). `keys_unique`: the caller
-    already refused repeated keys (the events pipeline does), so no second set of keys is kept. Setting `stop` (e.g. from a SIGTERM handler) stops taking new
+    already refused repeated keys (the events pipeline does), so no second set of keys is kept.
+    `summary`: the run's counts, when the caller counts into them too (read, invalid, ...).
+    Setting `stop` (e.g. from a SIGTERM handler) stops taking new
     batches; Ctrl-C does the same. In-flight requests are settled before returning, then
     `summary.interrupted` (exit 130) or `summary.fatal` (exit 3) says why the run ended early.
     Call under `ledger.sender()`, after `ledger.recover_in_flight()`.
@@ -71,7 +74,8 @@ def deliver(
     if not options.dry_run and (ledger is None or client is None):
         raise ValueError("deliver needs a ledger and a client unless dry_run")
     return _Delivery(
-        ledger, client, dataset_id, options, progress, sink, stop or threading.Event(), sink_text, keys_unique
+        ledger, client, dataset_id, options, progress, sink, stop or threading.Event(), sink_text, keys_unique,
+        summary,
     ).run(events)
 
 
@@ -90,6 +94,7 @@ class _Delivery(BatchSender):
         stop: threading.Event,
         sink_text: Callable[[Sequence[str]], None] | None = None,
         keys_unique: bool = False,
+        summary: DeliverySummary | None = None,
     ) -> None:
         self.ledger = ledger
         self.client = client
@@ -99,7 +104,8 @@ class _Delivery(BatchSender):
         self.sink = sink
         self.sink_text = sink_text
         self.stop = stop
-        self.summary = DeliverySummary(dry_run=options.dry_run)
+        # The run's one set of counts: the caller's (which its reading side counts into too), or new.
+        self.summary = summary if summary is not None else DeliverySummary(dry_run=options.dry_run)
         self._lock = threading.Lock()
         self._seen = None if keys_unique else KeySet()
         self._run_id = uuid.uuid4().hex[:8]

@@ -61,42 +61,42 @@ PROBLEMS_KEPT = 200
 
 
 class _Counter:
-    """Counts what the pipeline yields, and passes the events on."""
+    """Counts what the pipeline yields into the run's one DeliverySummary, as it passes the events
+    on to delivery (which counts what becomes of them into the same summary)."""
 
-    def __init__(self, items: Iterator[BuiltEvent | Problem], on_problem: Callable[[Problem], None]) -> None:
+    def __init__(self, items: Iterator[BuiltEvent | Problem], on_problem: Callable[[Problem], None],
+                 summary: DeliverySummary, build: BuildOptions) -> None:
         self.items = items
         self.on_problem = on_problem
-        self.read = 0
-        self.invalid = 0
-        self.attributed = 0
-        self.unattributed = 0
+        self.summary = summary
+        self.build = build
         self._last_invalid: tuple[str, int | None] | None = None
 
     def __iter__(self) -> Iterator[BuiltEvent]:
+        summary = self.summary
         for item in self.items:
             if isinstance(item, Problem):
                 self.on_problem(item)
                 if item.code == UNATTRIBUTED and item.severity != "error":
-                    self.read += 1
-                    self.unattributed += 1
+                    summary.read += 1
+                    summary.unattributed += 1
                 elif item.severity == "error":
                     key = (item.source, item.record)
                     if key != self._last_invalid:
                         self._last_invalid = key
-                        self.invalid += 1
-                        self.read += 1
+                        summary.invalid += 1
+                        summary.read += 1
                 continue
-            self.read += 1
+            summary.read += 1
             if item.attributed:
-                self.attributed += 1
+                summary.attributed += 1
             yield item
+        summary.filtered = self.build.filtered  # rows --where left out, known once the input is read
 
-
-def _count_inputs(summary: DeliverySummary, counter: _Counter, build: BuildOptions) -> str | None:
-    """The input side's counts (SPEC §4: unattributed, filtered); the all-unattributed warning."""
-    summary.unattributed = counter.unattributed
-    summary.filtered = build.filtered
-    return all_unattributed_warning(summary.read - summary.invalid - summary.unattributed, counter.unattributed)
+    def unattributed_warning(self) -> str | None:
+        """SPEC §4: one warning when no event of a long enough run had an ad to credit."""
+        s = self.summary
+        return all_unattributed_warning(s.read - s.invalid - s.unattributed, s.unattributed)
 
 
 def _write_ndjson(stream: IO[str]) -> Callable[[Sequence[str]], None]:
@@ -222,15 +222,13 @@ def _strict_blocked(
 ) -> SendReport:
     """--strict: nothing is sent when any record is invalid; a second pass reports them all."""
     events = iter_events(request.files, settings, request.build, referrals=referrals)
-    counter = _Counter(events, keep)
+    summary = DeliverySummary(dry_run=request.dry_run)
+    counter = _Counter(events, keep, summary, request.build)
     try:
         for _ in counter:
             pass
     finally:
         events.close()
-    summary = DeliverySummary(dry_run=request.dry_run)
-    summary.read, summary.invalid, summary.attributed = counter.read, counter.invalid, counter.attributed
-    _count_inputs(summary, counter, request.build)
     return SendReport(summary, report_problems, errors=len(error_records), strict_blocked=True)
 
 
@@ -252,13 +250,14 @@ def _run(
     if request.shard is not None and (ledger is None or request.resend or not has_dataset):
         raise UsageError("--shard needs the ledger: it cannot be combined with --resend, nor used in a dry run "
                          "without a dataset's ledger")
-    skip = (ledger_skip(ledger, dataset_id, shard=request.shard)
+    summary = DeliverySummary(dry_run=request.dry_run)  # the run's counts: every counter adds to it
+    skip = (ledger_skip(ledger, dataset_id, shard=request.shard, counts=summary)
             if ledger is not None and has_dataset and not request.resend else None)
     events = iter_events(request.files, settings, request.build, referrals=ledger, skip=skip)
-    counter = _Counter(events, keep)
+    counter = _Counter(events, keep, summary, request.build)
     sink = _write_ndjson(request.output) if request.output is not None else None
     try:
-        summary = deliver(
+        deliver(
             counter,
             ledger=ledger if has_dataset else None,
             client=client,
@@ -268,16 +267,12 @@ def _run(
             sink_text=sink,
             stop=stop,
             keys_unique=True,  # iter_events reports a repeated key as duplicate_event_id
+            summary=summary,
         )
     finally:
         events.close()  # worker processes, if any, stop now rather than when collected
-    skipped_early = skip.skipped if skip is not None else 0
-    summary.read = counter.read + skipped_early
-    summary.invalid = counter.invalid
-    summary.attributed = counter.attributed
-    summary.skipped += skipped_early
     report = SendReport(summary, report_problems, errors=len(error_records))
-    if (warning := _count_inputs(summary, counter, request.build)) is not None:
+    if (warning := counter.unattributed_warning()) is not None:
         report.warnings.append(warning)
     if request.resend and summary.resent:
         report.warnings.append(

@@ -4,7 +4,8 @@ themselves from its LedgerRef)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from capi_cli.events.shard import Shard, skipped_among
 from capi_cli.ledger.schema import LedgerState
@@ -22,29 +23,35 @@ class LedgerSkip:
     `shard` (send --shard K/N), events of the other shares are skipped the same way."""
 
     def __init__(
-        self, ledger: LedgerStore, dataset_id: str, *, resend: bool = False, shard: Shard | None = None
+        self, ledger: LedgerStore, dataset_id: str, *, resend: bool = False, shard: Shard | None = None,
+        counts: Any = None,
     ) -> None:
         self.ledger = ledger
         self.dataset_id = dataset_id
         self.resend = resend
         self.shard = shard
-        self.skipped = 0
+        # The run's counts (a DeliverySummary): an event skipped here was read and skipped.
+        self.counts = counts if counts is not None else SimpleNamespace(read=0, skipped=0)
 
     @property
     def worker_spec(self) -> tuple[LedgerRef, str, Shard | None] | None:
         return None if self.resend else (self.ledger.ref, self.dataset_id, self.shard)
 
     def __call__(self, event_name: str, event_id: str) -> bool:
-        if self.shard is not None and not self.shard.holds(event_name, event_id):
-            self.skipped += 1
-            return True
-        if not self.resend and self.ledger.state_of(self.dataset_id, event_name, event_id) is LedgerState.SENT:
-            self.skipped += 1
+        if (self.shard is not None and not self.shard.holds(event_name, event_id)) or (
+            not self.resend and self.ledger.state_of(self.dataset_id, event_name, event_id) is LedgerState.SENT
+        ):
+            self.note_skipped(event_name, event_id)
             return True
         return False
 
     def note_skipped(self, event_name: str, event_id: str) -> None:
-        self.skipped += 1
+        self.counts.read += 1
+        self.counts.skipped += 1
+
+    @property
+    def skipped(self) -> int:
+        return int(self.counts.skipped)
 
     def sent_among(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """The keys to skip: recorded sent, or (with a shard) another host's share."""
@@ -52,6 +59,6 @@ class LedgerSkip:
 
 
 def ledger_skip(
-    ledger: LedgerStore, dataset_id: str, *, resend: bool = False, shard: Shard | None = None
+    ledger: LedgerStore, dataset_id: str, *, resend: bool = False, shard: Shard | None = None, counts: Any = None,
 ) -> LedgerSkip:
-    return LedgerSkip(ledger, dataset_id, resend=resend, shard=shard)
+    return LedgerSkip(ledger, dataset_id, resend=resend, shard=shard, counts=counts)
