@@ -22,11 +22,11 @@ from capi_cli.cli.common import (
     write_csv,
     write_ndjson,
 )
+from capi_cli.cli.reports import capture_summary
 from capi_cli.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from capi_cli.ledger import LedgerStore
-    from capi_cli.webhooks.capture import CaptureReport
 
 TABLE_COLUMNS = ("channel", "user_id", "ctwa_clid", "ad_id", "business_id", "timestamp", "kind", "origin")
 _UNREADABLE_SHOWN = 100  # beyond this only a count, unless -v: a corrupt multi-GB log must not flood stderr
@@ -115,7 +115,7 @@ def extract_referral(
     stats = report.stats
     if stats.unreadable > shown:
         print(f"... {stats.unreadable - shown} more unreadable inputs (-v shows all)", file=sys.stderr)
-    info(ctx, _summary(report))
+    info(ctx, capture_summary(report))
     for line in report.warnings(channel is not None):
         info(ctx, f"warning: {line}")
     debug(ctx, f"signature check: {'on' if app_secret else 'off (no app secret)'}")
@@ -158,21 +158,3 @@ def _write_json_array(records: Iterable[dict[str, Any]], stream: Any) -> None:
         stream.write(("[\n  " if first else ",\n  ") + body)
         first = False
     stream.write("[]\n" if first else "\n]\n")
-
-
-def _summary(report: CaptureReport) -> str:
-    stats = report.stats
-    stored = f" (stored {report.stored_new} new, {report.stored_already} already known)" if report.storing else ""
-    non_ad = f", non_ad {stats.non_ad}" if stats.non_ad else ""
-    extra = f", duplicates {stats.duplicates}" if stats.duplicates else ""
-    if stats.merged:
-        extra += f" ({stats.merged} merged)"
-    if stats.filtered:
-        extra += f", filtered out {stats.filtered}"
-    if stats.unrecognised:
-        extra += f", unrecognised {stats.unrecognised}"
-    return (
-        f"files {stats.files}, deliveries {stats.deliveries}, messages {stats.messages}, "
-        f"referrals {stats.referrals}{stored}{non_ad}, skipped {stats.skipped}{extra}, "
-        f"unreadable {stats.unreadable}"
-    )

@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from capi_cli.cli import input_options as opt
-from capi_cli.cli.common import TableJson, info, open_output, settings, state, warn, write_json
-from capi_cli.cli.progress import DeliveryBar, estimate_records, print_problem, summary_line
+from capi_cli.cli.common import TableJson, open_output, settings, state, warn
+from capi_cli.cli.progress import DeliveryBar, estimate_records, print_problem
+from capi_cli.cli.reports import PROBLEM_LINES, render_send
 
 if TYPE_CHECKING:
     from capi_cli.config import Settings
-    from capi_cli.delivery.run import SendReport, SendRequest
-
-PROBLEM_LINES = 20  # problems printed on stderr; `capi validate` gives the full report
+    from capi_cli.delivery.run import SendRequest
 
 
 def send(
@@ -125,45 +124,10 @@ def _run(ctx: typer.Context, s: Settings, request: SendRequest, output: str | No
             report.summary.interrupted = True
         if shown > PROBLEM_LINES:
             print(f"... {shown - PROBLEM_LINES} more problems; `capi validate` lists them all", file=sys.stderr)
-        _render(ctx, report, fmt)
+        render_send(ctx, report, fmt)
     finally:
         signal.signal(signal.SIGTERM, previous)
     raise typer.Exit(int(report.exit_code))
-
-
-def _render(ctx: typer.Context, report: SendReport, fmt: TableJson) -> None:
-    summary = report.summary
-    for message in report.warnings:
-        warn(message)
-    if report.strict_blocked:
-        print(f"capi: --strict: {report.errors} invalid records, nothing was sent", file=sys.stderr)
-    for kind, events in (
-        ("rejected", summary.rejected_events),
-        ("uncertain", summary.uncertain_events),
-        ("failed", summary.failed_events),
-    ):
-        for event in events[:PROBLEM_LINES]:
-            where = f"{event.source}:{event.line}: " if event.source and event.line else ""
-            print(f"{where}{kind}: {event.event_name} {event.event_id}: {event.message}", file=sys.stderr)
-        more = getattr(summary, kind) - min(len(events), PROBLEM_LINES)
-        if events and more > 0:
-            print(f"... {more:,} more {kind} events (`capi ledger list --status {kind}`)", file=sys.stderr)
-    if summary.uncertain_events:
-        info(ctx, "uncertain events may have been counted by Meta; send them again only deliberately: "
-                  "capi send ... --resend-uncertain")
-    if summary.fatal is not None:
-        print(f"capi: error: {summary.fatal.message}", file=sys.stderr)
-    if summary.interrupted:
-        print("capi: interrupted: in-flight batches were settled; re-run to continue", file=sys.stderr)
-    if report.pending_uncertain and not summary.uncertain:
-        warn(
-            f"{report.pending_uncertain} uncertain events from earlier runs: `capi ledger list --status uncertain`"
-        )
-    if summary.read == 0 and summary.fatal is None:
-        info(ctx, "note: no records to send (a header only?)")
-    if fmt is TableJson.json:
-        write_json(summary.to_dict())
-    info(ctx, summary_line(summary))
 
 
 def register(app: typer.Typer) -> None:
