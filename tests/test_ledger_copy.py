@@ -1,6 +1,6 @@
 """Moving up and across hosts on PostgreSQL (issue 15): `capi ledger copy --to URL` copies a SQLite
-ledger and its referrals, idempotently, keeping its dedup; a referral captured on one host
-attributes an order validated on another."""
+ledger, its referrals and its runs, idempotently, keeping its dedup and the report; a referral
+captured on one host attributes an order validated on another."""
 
 from __future__ import annotations
 
@@ -47,11 +47,16 @@ def test_copy_twice_changes_nothing_and_keeps_the_dedup(tmp_path: Path, pg_url: 
 
         first = _json(runner, on_file, "ledger", "copy", "--to", pg_url, "--format", "json")
         assert first == {"to": pg_url.replace("pg-Secret-5e1f", "***"),
-                         "copied": {"events": 30, "referrals": len(referrals)},
-                         "already": {"events": 0, "referrals": 0}}
+                         "copied": {"events": 30, "referrals": len(referrals), "runs": 1},
+                         "already": {"events": 0, "referrals": 0, "runs": 0}}
         second = _json(runner, on_file, "ledger", "copy", "--to", pg_url, "--format", "json")
-        assert second["copied"] == {"events": 0, "referrals": 0}
-        assert second["already"] == {"events": 30, "referrals": len(referrals)}
+        assert second["copied"] == {"events": 0, "referrals": 0, "runs": 0}
+        assert second["already"] == {"events": 30, "referrals": len(referrals), "runs": 1}
+        # The report reads the copied facts and runs as the file's: the same document.
+        report = ["report", "--since", "2017-01-01", "--until", time.strftime("%Y-%m-%d", time.gmtime(time.time() + 2 * 86400))]
+        assert _json(runner, on_file, *report, "--format", "json")["coverage"]["events_sent"] == 20  # type: ignore[index]
+        assert _json(runner, on_server, *report, "--format", "json") == \
+            _json(runner, on_file, *report, "--format", "json")
         for command in (["ledger", "stats"], ["ledger", "list"], ["referrals", "list"]):
             assert _json(runner, on_server, *command, "--format", "json") == \
                 _json(runner, on_file, *command, "--format", "json"), command
