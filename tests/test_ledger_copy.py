@@ -60,11 +60,35 @@ def test_copy_twice_changes_nothing_and_keeps_the_dedup(tmp_path: Path, pg_url: 
         for command in (["ledger", "stats"], ["ledger", "list"], ["referrals", "list"]):
             assert _json(runner, on_server, *command, "--format", "json") == \
                 _json(runner, on_file, *command, "--format", "json"), command
+        # The columns no command shows as they are: the events' report facts, the referrals'
+        # estimated-time flag and headline, the runs.
+        for query in (f"SELECT event_id, {FACTS} FROM events ORDER BY event_id",
+                      "SELECT message_key, ts_estimated, headline FROM referrals ORDER BY message_key",
+                      "SELECT run_id, started_at, inputs, sent, uncertain, exit_code FROM runs"):
+            on_file_rows = _rows(sqlite_ledger, query)
+            assert on_file_rows and _rows(pg_url, query) == on_file_rows, query
+        assert {row[-2] for row in _rows(sqlite_ledger, f"SELECT event_id, {FACTS} FROM events")} == {"none"}
+        assert any(row[2] for row in _rows(sqlite_ledger, "SELECT message_key, ts_estimated, headline FROM referrals"))
 
         posts = graph.posts
         summary = _json(runner, on_server, *send, code=4)  # the uncertain batch keeps exit 4
         assert (summary["sent"], summary["skipped"], summary["uncertain"]) == (0, 20, 10)
         assert graph.posts == posts
+
+
+FACTS = "channel, value, currency, referral_key, ad_id, attribution, match_keys"
+
+
+def _rows(ledger: str, query: str) -> list[tuple[object, ...]]:
+    if ledger.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(ledger) as conn:
+            return [tuple(row) for row in conn.execute(query).fetchall()]
+    import sqlite3
+
+    with sqlite3.connect(ledger) as conn:
+        return conn.execute(query).fetchall()
 
 
 def test_copy_refuses_what_it_cannot_copy(tmp_path: Path, pg_url: str) -> None:
