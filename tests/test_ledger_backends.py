@@ -346,3 +346,20 @@ def test_the_join_attributes_by_phone(ledger_location: str, tmp_path: Path) -> N
     assert events["J-1"]["user_data"]["ctwa_clid"] == TR_CLID
     assert events["J-2"]["user_data"]["ctwa_clid"] == DE_CLID
     assert set(events) == {"J-1", "J-2"}
+
+
+def test_ids_given_as_numbers_are_stored_as_text_on_both_backends(ledger_location: str) -> None:
+    """A caller of the ledger API may give ids as JSON numbers: SQLite's TEXT columns keep their
+    text, and PostgreSQL must too (not refuse a number for a text column), on insert and merge."""
+    from capi_cli.ledger import open_ledger
+
+    first = {"channel": "whatsapp", "ctwa_clid": "ARAkNumbers1", "ad_id": 120219990001112224, "source_type": "ad",
+             "wa_id": "905321234567", "business_id": 102290129340398, "phone_number_id": 106540352242922,
+             "message_id": "wamid.NUM1", "timestamp": EVENT_TIME}
+    with open_ledger(ledger_location) as ledger:
+        assert ledger.store_referrals([first]) == (1, 0)
+        assert ledger.store_referrals([{**first, "ad_id": None, "source_url": "https://fb.me/n", "ref": 7}]) == (0, 1)
+        (row,) = ledger.list_referrals()
+    assert (row["ad_id"], row["business_id"], row["phone_number_id"]) == \
+        ("120219990001112224", "102290129340398", "106540352242922")
+    assert (row["source_url"], row["ref"]) == ("https://fb.me/n", "7")

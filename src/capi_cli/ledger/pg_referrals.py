@@ -22,6 +22,10 @@ _STORED = (
 _WIDTH = len(_STORED.split(","))
 # Rows per INSERT: 20 parameters each, well within PostgreSQL's 65,535 per statement.
 _ROWS_PER_STATEMENT = 1000
+# The text columns, by position in a row: SQLite's TEXT affinity stores a number given for one as
+# its text ('120...'), PostgreSQL refuses it (a bigint for a text column); as text here, the same.
+_TEXT_AT = tuple(i for i, name in enumerate(_STORED.split(", ")) if name not in ("ts", "ts_estimated", "stored_at"))
+_INTEGER_NAMES = frozenset(("ts", "ts_estimated"))
 # A parameter PostgreSQL meets only in `IS NOT NULL` or a comparison with a literal has no type
 # to infer from a NULL: these are the integer columns of MERGE_SQL.
 _CASTS = {"ts": "bigint", "ts_estimated": "bigint"}
@@ -51,16 +55,29 @@ class PostgresReferrals:
         for start in range(0, len(rows), _ROWS_PER_STATEMENT):
             chunk = rows[start : start + _ROWS_PER_STATEMENT]
             values = ",".join([f"({','.join(['%s'] * _WIDTH)})"] * len(chunk))
+            params = [value for row in chunk for value in row]
+            for at in range(len(chunk)):
+                for i in _TEXT_AT:
+                    params[at * _WIDTH + i] = _text(params[at * _WIDTH + i])
             cursor = conn.raw.execute(
                 f"INSERT INTO referrals ({_STORED}) VALUES {values} ON CONFLICT (channel, message_key) DO NOTHING",
-                [value for row in chunk for value in row],
+                params,
                 prepare=False,  # a text per chunk length: not worth a server-side plan each
             )
             new += cursor.rowcount
         return new
 
     def _merge_referrals(self, conn: Any, params: list[dict[str, Any]]) -> None:
-        conn.raw.cursor().executemany(MERGE, params)
+        texts = [{name: value if name in _INTEGER_NAMES else _text(value) for name, value in row.items()}
+                 for row in params]
+        conn.raw.cursor().executemany(MERGE, texts)
 
     def _large_cache(self) -> None:
         """Nothing to do: the server's shared buffers serve every connection."""
+
+
+def _text(value: Any) -> Any:
+    """A value for a text column as SQLite's TEXT affinity keeps it (a number becomes its text)."""
+    if value is None or type(value) is str:
+        return value
+    return str(int(value)) if isinstance(value, bool) else str(value)
