@@ -363,3 +363,31 @@ def test_ids_given_as_numbers_are_stored_as_text_on_both_backends(ledger_locatio
     assert (row["ad_id"], row["business_id"], row["phone_number_id"]) == \
         ("120219990001112224", "102290129340398", "106540352242922")
     assert (row["source_url"], row["ref"]) == ("https://fb.me/n", "7")
+
+
+def test_an_event_is_tied_to_the_same_referral_on_both_backends(ledger_location: str) -> None:
+    """The report fact `referral_key` (ledger.facts): a click's first referral, one with no time
+    before any with a time (SQLite's order of NULL, which PostgreSQL reverses unless told); a
+    Messenger user's latest referral at the event, equal times broken by the message key."""
+    from capi_cli.ledger import PendingEvent, open_ledger
+    from capi_cli.ledger.schema import EventFacts
+
+    clid = "ARAkTwoCopiesClid"
+    referrals = [
+        {"channel": "whatsapp", "ctwa_clid": clid, "ad_id": "1201", "wa_id": "905321234567",
+         "phone_number_id": "1065", "message_id": "wamid.TIMED", "timestamp": EVENT_TIME - 60},
+        {"channel": "whatsapp", "ctwa_clid": clid, "ad_id": "1202", "wa_id": "905321234567",
+         "phone_number_id": "1065", "message_id": "wamid.UNTIMED"},
+        *({"channel": "messenger", "ad_id": f"130{n}", "user_id": PSID, "business_id": "1098",
+           "message_id": f"m_{n}", "timestamp": EVENT_TIME - 60} for n in (2, 1)),
+    ]
+    events = [PendingEvent("Purchase", "w-1", EVENT_TIME, facts=EventFacts("whatsapp", 1.0, "TRY", False, "ph", clid)),
+              PendingEvent("Purchase", "m-1", EVENT_TIME, facts=EventFacts("messenger", 2.0, "USD", False, "em", PSID))]
+    with open_ledger(ledger_location) as ledger:
+        assert ledger.store_referrals(referrals) == (4, 0)
+        with ledger.sender():
+            assert ledger.begin_batch(DATASET, "b1", events) == {("Purchase", "w-1"), ("Purchase", "m-1")}
+            ledger.settle(DATASET, "b1", [("Purchase", "w-1"), ("Purchase", "m-1")], "sent")
+        tied = ledger.report_query("SELECT event_id, referral_key, ad_id, attribution FROM events ORDER BY event_id")
+    assert [tuple(row) for row in tied] == [("m-1", "1098|m_2", "1302", "click_id"),
+                                            ("w-1", "1065|wamid.UNTIMED", "1202", "click_id")]
