@@ -389,5 +389,7 @@ def test_an_event_is_tied_to_the_same_referral_on_both_backends(ledger_location:
             assert ledger.begin_batch(DATASET, "b1", events) == {("Purchase", "w-1"), ("Purchase", "m-1")}
             ledger.settle(DATASET, "b1", [("Purchase", "w-1"), ("Purchase", "m-1")], "sent")
         tied = ledger.report_query("SELECT event_id, referral_key, ad_id, attribution FROM events ORDER BY event_id")
+        listed = [r["message_id"] for r in ledger.list_referrals(channel="whatsapp")]
+    assert listed == ["wamid.TIMED", "wamid.UNTIMED"]  # newest first, no time last
     assert [tuple(row) for row in tied] == [("m-1", "1098|m_2", "1302", "click_id"),
                                             ("w-1", "1065|wamid.UNTIMED", "1202", "click_id")]
