@@ -393,3 +393,49 @@ def test_an_event_is_tied_to_the_same_referral_on_both_backends(ledger_location:
     assert listed == ["wamid.TIMED", "wamid.UNTIMED"]  # newest first, no time last
     assert [tuple(row) for row in tied] == [("m-1", "1098|m_2", "1302", "click_id"),
                                             ("w-1", "1065|wamid.UNTIMED", "1202", "click_id")]
+
+
+def test_an_older_postgres_ledger_is_migrated_with_its_rows(pg_url: str) -> None:
+    """The migrations added beside the PostgreSQL backend (message keys rewritten with `||`, columns
+    added, indexes dropped and made partial, the runs table) applied by PostgreSQL to a ledger that
+    has rows, as SQLite applies them (test_referral_capture_store has the SQLite twin)."""
+    import psycopg
+
+    from capi_cli.ledger import MIGRATIONS, open_ledger
+    from capi_cli.ledger.schema import postgres_sql, split_sql
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE capi_schema (version INTEGER NOT NULL)")
+        for migration in MIGRATIONS[:2]:
+            for statement in split_sql(postgres_sql(migration)):
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO referrals (channel, user_key, message_key, ctwa_clid, business_id, phone_number_id, "
+            "message_id, ts, kind, origin, stored_at) VALUES ('whatsapp', 'k', 'wamid.OLD', NULL, 'W1', 'P1', "
+            "'wamid.OLD', 100, 'message', 'old:1', 0)"
+        )
+        conn.execute("INSERT INTO events (dataset_id, event_name, event_id, state, created_at, updated_at) "
+                     "VALUES ('1', 'Purchase', 'old-1', 'sent', 0, 0)")
+        conn.execute("INSERT INTO capi_schema (version) VALUES (2)")
+    with open_ledger(pg_url) as ledger:
+        new, already = ledger.store_referrals([
+            {"channel": "whatsapp", "ctwa_clid": "ARAkLater", "business_id": "W1", "phone_number_id": "P1",
+             "message_id": "wamid.OLD", "timestamp": "1970-01-01T00:01:40Z", "kind": "message", "origin": "new:1"},
+            {"channel": "whatsapp", "ctwa_clid": "ARAkOther", "business_id": "W2", "phone_number_id": "P2",
+             "message_id": "wamid.OLD", "timestamp": "1970-01-01T00:01:40Z", "kind": "message", "origin": "new:2"},
+        ])
+        assert (new, already) == (1, 1)
+        rows = ledger.list_referrals()
+        assert ledger.state_of("1", "Purchase", "old-1") == "sent"
+    assert sorted((r["business_id"], r["ctwa_clid"], r["origin"]) for r in rows) == [
+        ("W1", "ARAkLater", "old:1"),  # merged into the stored row (its key rewritten), which keeps its origin
+        ("W2", "ARAkOther", "new:2"),
+    ]
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT version FROM capi_schema").fetchall() == [(len(MIGRATIONS),)]
+        assert conn.execute("SELECT message_key, ts_estimated FROM referrals ORDER BY message_key").fetchall() == [
+            ("P1|wamid.OLD", 0), ("P2|wamid.OLD", 0)]
+        indexes = {row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'referrals'")}
+        assert {"referrals_customer", "referrals_customer_bsuid", "referrals_clid", "referrals_by_ad"} <= indexes
+        assert not indexes & {"referrals_user", "referrals_wa", "referrals_bsuid"}
+        assert conn.execute("SELECT channel, attribution FROM events").fetchall() == [(None, None)]
