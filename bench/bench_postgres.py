@@ -1,5 +1,6 @@
 """The PostgreSQL column of bench/run.py (SPEC §9): the send and re-run targets on a PostgreSQL
-ledger, and 4 hosts (processes, each its own CAPI_HOME) splitting one backfill with `send --shard K/4`.
+ledger, 4 hosts (processes, each its own CAPI_HOME) splitting one backfill with `send --shard K/4`,
+and `capi report` over the report benchmark's ledger moved to PostgreSQL by `capi ledger copy`.
 
 Each measurement gets a database of its own on the server given (`--postgres URL`: a scratch
 server, the account able to CREATE DATABASE), dropped afterwards.
@@ -71,6 +72,7 @@ def measure(bench: Bench, url: str, backfill: int, want_send: bool, want_rerun: 
                                                      lambda: run(command, on_pg), bench.repeat)
                 bench.add(Row(f"PostgreSQL: re-run, all {bench.events:,} sent (s)", f"{again.seconds:.2f}",
                               f"dry run {dry_again.seconds:.2f}", ratio, "< 0.5x", ratio < 0.5))
+        report(bench, url, env)
         if want_split:
             big = bench.file(backfill)
             backfill_command = capi("send", "--file", str(big), "--no-progress", "-q")
@@ -87,6 +89,43 @@ def measure(bench: Bench, url: str, backfill: int, want_send: bool, want_rerun: 
             standin.wait(timeout=5)
         except subprocess.TimeoutExpired:
             standin.kill()
+
+
+def report(bench: Bench, url: str, env: dict[str, str]) -> None:
+    """`capi report` on PostgreSQL over the report benchmark's ledger (bench/bench_report.py: ten
+    times the events sent, a fifth of that in referrals), copied there as a user moves up; its
+    JSON must be the file's, and it has the SQLite target (< 2 s)."""
+    from bench_report import generate
+    from run import REPORT_TARGET_SECONDS, BenchError, Row, capi, median_run, run
+
+    events = bench.events * 10
+    home = bench.tmp / "pg-report-home"
+    home.mkdir(exist_ok=True)
+    generate(home / "ledger.sqlite3", events, events // 5)
+    on_file = {**env, "CAPI_HOME": str(home), "CAPI_LEDGER": str(home / "ledger.sqlite3"),
+               "CAPI_DATASET_ID": "1234567890"}
+    command = capi("report", "--format", "json", "--since", "28d")
+    with fresh_database(url) as ledger:
+        run(capi("ledger", "copy", "--to", ledger, "-q"), on_file)
+        import psycopg
+
+        with psycopg.connect(ledger, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")  # as autovacuum leaves a table loaded long before a report
+        on_pg = {**on_file, "CAPI_LEDGER": ledger}
+        if _report_json(run(command, on_pg).output) != _report_json(run(command, on_file).output):
+            raise BenchError("capi report on PostgreSQL differs from the report on the SQLite file")
+        result = median_run(command, on_pg, bench.repeat)
+    bench.add(Row(f"PostgreSQL: `capi report`, {events:,} events, {events // 5:,} referrals (s)",
+                  f"{result.seconds:.2f}", f"{REPORT_TARGET_SECONDS:.0f} s", result.seconds / REPORT_TARGET_SECONDS,
+                  f"< {REPORT_TARGET_SECONDS:.0f} s", result.seconds < REPORT_TARGET_SECONDS))
+
+
+def _report_json(output: str) -> object:
+    import json
+
+    document = json.loads(output)
+    document.pop("period")  # `--since 28d` is read at each run's own start
+    return document
 
 
 def _hosts_at_once(bench: Bench, command: list[str], env: dict[str, str]) -> float:

@@ -1,6 +1,6 @@
 """Moving up and across hosts on PostgreSQL (issue 15): `capi ledger copy --to URL` copies a SQLite
-ledger and its referrals, idempotently, keeping its dedup; a referral captured on one host
-attributes an order validated on another."""
+ledger, its referrals and its runs, idempotently, keeping its dedup and the report; a referral
+captured on one host attributes an order validated on another."""
 
 from __future__ import annotations
 
@@ -47,19 +47,48 @@ def test_copy_twice_changes_nothing_and_keeps_the_dedup(tmp_path: Path, pg_url: 
 
         first = _json(runner, on_file, "ledger", "copy", "--to", pg_url, "--format", "json")
         assert first == {"to": pg_url.replace("pg-Secret-5e1f", "***"),
-                         "copied": {"events": 30, "referrals": len(referrals)},
-                         "already": {"events": 0, "referrals": 0}}
+                         "copied": {"events": 30, "referrals": len(referrals), "runs": 1},
+                         "already": {"events": 0, "referrals": 0, "runs": 0}}
         second = _json(runner, on_file, "ledger", "copy", "--to", pg_url, "--format", "json")
-        assert second["copied"] == {"events": 0, "referrals": 0}
-        assert second["already"] == {"events": 30, "referrals": len(referrals)}
+        assert second["copied"] == {"events": 0, "referrals": 0, "runs": 0}
+        assert second["already"] == {"events": 30, "referrals": len(referrals), "runs": 1}
+        # The report reads the copied facts and runs as the file's: the same document.
+        report = ["report", "--since", "2017-01-01", "--until", time.strftime("%Y-%m-%d", time.gmtime(time.time() + 2 * 86400))]
+        assert _json(runner, on_file, *report, "--format", "json")["coverage"]["events_sent"] == 20  # type: ignore[index]
+        assert _json(runner, on_server, *report, "--format", "json") == \
+            _json(runner, on_file, *report, "--format", "json")
         for command in (["ledger", "stats"], ["ledger", "list"], ["referrals", "list"]):
             assert _json(runner, on_server, *command, "--format", "json") == \
                 _json(runner, on_file, *command, "--format", "json"), command
+        # The columns no command shows as they are: the events' report facts, the referrals'
+        # estimated-time flag and headline, the runs.
+        for query in (f"SELECT event_id, {FACTS} FROM events ORDER BY event_id",
+                      "SELECT message_key, ts_estimated, headline FROM referrals ORDER BY message_key",
+                      "SELECT run_id, started_at, inputs, sent, uncertain, exit_code FROM runs"):
+            on_file_rows = _rows(sqlite_ledger, query)
+            assert on_file_rows and _rows(pg_url, query) == on_file_rows, query
+        assert {row[-2] for row in _rows(sqlite_ledger, f"SELECT event_id, {FACTS} FROM events")} == {"none"}
+        assert any(row[2] for row in _rows(sqlite_ledger, "SELECT message_key, ts_estimated, headline FROM referrals"))
 
         posts = graph.posts
         summary = _json(runner, on_server, *send, code=4)  # the uncertain batch keeps exit 4
         assert (summary["sent"], summary["skipped"], summary["uncertain"]) == (0, 20, 10)
         assert graph.posts == posts
+
+
+FACTS = "channel, value, currency, referral_key, ad_id, attribution, match_keys"
+
+
+def _rows(ledger: str, query: str) -> list[tuple[object, ...]]:
+    if ledger.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(ledger) as conn:
+            return [tuple(row) for row in conn.execute(query).fetchall()]
+    import sqlite3
+
+    with sqlite3.connect(ledger) as conn:
+        return conn.execute(query).fetchall()
 
 
 def test_copy_refuses_what_it_cannot_copy(tmp_path: Path, pg_url: str) -> None:

@@ -39,7 +39,7 @@ def ledger_with_one_of_each(capi_home: Path) -> None:
                                  "headline": "Ad", "source_url": "https://fb.me/x", "wa_id": "905321234567",
                                  "message_id": "wamid.1", "timestamp": now - 60}])
         facts = EventFacts("whatsapp", 10.0, "TRY", False, "em,ph", "ARAkC1")
-        ledger.begin_batch("1", "b1", [PendingEvent("Purchase", "e1", now - 30, "f.csv", 2, "h", facts)])
+        ledger.begin_batch("1", "b1", [PendingEvent("Purchase", "e1", now - 30, "f.csv", 2, "h", facts=facts)])
         ledger.settle("1", "b1", [("Purchase", "e1")], "sent")
         ledger.record_run(started_at=now - 40, dataset_id="1", inputs=["f.csv"], counts={"sent": 1}, exit_code=0)
 

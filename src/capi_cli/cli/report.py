@@ -55,11 +55,11 @@ class _NoLedger:
 def _source(location: str) -> Any:
     from pathlib import Path
 
-    from capi_cli.ledger import Ledger
+    from capi_cli.ledger import open_ledger
 
     if "://" not in location and not Path(location).expanduser().exists():
         return _NoLedger()
-    return Ledger.open(location)
+    return open_ledger(location)
 
 
 def report(

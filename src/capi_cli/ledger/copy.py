@@ -21,6 +21,7 @@ from capi_cli.ledger.store import Ledger
 _TABLES = (
     ("events", "dataset_id, event_name, event_id"),
     ("referrals", "channel, message_key"),
+    ("runs", "run_id"),  # the sends `capi report` lists
 )
 _CHUNK = 2000
 

@@ -10,7 +10,6 @@ chunk of a batch.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 import uuid
@@ -60,16 +59,20 @@ def facts_of(event: Any) -> EventFacts:
     )
 
 
-def resolve_referrals(conn: sqlite3.Connection, events: Sequence[PendingEvent]) -> list[Resolved]:
+def resolve_referrals(conn: Any, events: Sequence[PendingEvent]) -> list[Resolved]:
     """The stored referral of each event: by click id on WhatsApp; on Messenger / Instagram the
-    user's latest referral at or before the event (its PSID / IGSID is what Meta ties to the ad)."""
+    user's latest referral at or before the event (its PSID / IGSID is what Meta ties to the ad).
+    `conn` is the backend's connection, in the transaction that begins the batch (SQLite), or the
+    sending connection through ledger.pg_sql's translation (PostgreSQL). Ties in time are broken
+    by the message key and a referral with no time comes first (SQLite's order for NULL, spelled
+    out for PostgreSQL), so both backends tie an event to the same referral."""
     clids = {e.facts.conversation for e in events
              if e.facts is not None and e.facts.channel == "whatsapp" and e.facts.conversation}
     by_clid: dict[str, tuple[str, str | None]] = {}
     for chunk in _chunks(sorted(clids)):
         rows = conn.execute(
             "SELECT ctwa_clid, message_key, ad_id, ts FROM referrals WHERE channel = 'whatsapp' "
-            f"AND ctwa_clid IN ({','.join('?' * len(chunk))}) ORDER BY ts",
+            f"AND ctwa_clid IN ({','.join('?' * len(chunk))}) ORDER BY ts NULLS FIRST, message_key",
             chunk,
         )
         for clid, key, ad_id, _ in rows:
@@ -81,7 +84,7 @@ def resolve_referrals(conn: sqlite3.Connection, events: Sequence[PendingEvent]) 
         for chunk in _chunks(sorted(users)):
             rows = conn.execute(
                 f"SELECT user_key, ts, message_key, ad_id FROM referrals WHERE channel = ? "
-                f"AND user_key IN ({','.join('?' * len(chunk))}) ORDER BY ts",
+                f"AND user_key IN ({','.join('?' * len(chunk))}) ORDER BY ts NULLS FIRST, message_key",
                 (channel, *chunk),
             )
             for user, ts, key, ad_id in rows:
@@ -120,12 +123,12 @@ def fact_columns(event: PendingEvent, resolved: Resolved) -> tuple[Any, ...]:
 
 
 class RunStore:
-    """The `runs` half of Ledger (a mixin: it uses the Ledger's connection, lock and transactions)."""
+    """The `runs` half of both ledgers (a mixin: it uses the ledger's connection, lock and transactions)."""
 
-    _conn: sqlite3.Connection
+    _conn: Any  # sqlite3.Connection, or PostgreSQL's TranslatingConnection (`?` SQL on both)
     _lock: threading.RLock
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+    def _tx(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
     def _errors(self) -> AbstractContextManager[None]:

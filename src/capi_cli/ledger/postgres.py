@@ -24,8 +24,10 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from capi_cli.errors import SetupError
+from capi_cli.ledger.facts import RunStore, fact_columns, resolve_referrals
 from capi_cli.ledger.location import LedgerRef, shown
 from capi_cli.ledger.pg_readahead import ReadAhead
+from capi_cli.ledger.pg_referrals import PostgresReferrals
 from capi_cli.ledger.pg_sql import TranslatingConnection, connect, error
 from capi_cli.ledger.queries import EventQueries
 from capi_cli.ledger.referrals import ReferralStore
@@ -39,12 +41,19 @@ _DEADLOCK_RETRIES = 5
 # analyzes when its claims since the last ANALYZE reach this many, or the rows analyzed then.
 _ANALYZE_AFTER = 10_000
 _GONE = "the run that sent this batch ended before Meta's answer was recorded"
+# The report facts a claim writes (a re-claim refreshes them, as SQLite's begin_batch does), in
+# fact_columns' order: the columns, their arrays' types, and their names in the claim's unnest.
+_FACTS = "channel, value, currency, referral_key, ad_id, attribution, match_keys"
+_FACT_ARRAYS = "%s::text[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]"
+_FACT_NAMES = "c, v, cu, r, a, m, k"
 
 
-class PostgresLedger(EventQueries, ReferralStore):
+class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
     """The `postgres` backend of LedgerStore. The main connection holds the run's registration
     and liveness lock; a reader serves the lookups made while batches are claimed and settled,
-    each sending thread on a connection of its own (so batches do not wait for each other)."""
+    each sending thread on a connection of its own (so batches do not wait for each other).
+    Referrals, report facts and runs are SQLite's code (ReferralStore, RunStore, ledger.facts)
+    through the translation, but for storing referrals (PostgresReferrals)."""
 
     def __init__(self, raw: Any, url: str) -> None:
         self.url = url
@@ -276,31 +285,45 @@ class PostgresLedger(EventQueries, ReferralStore):
 
         events = sorted(events, key=lambda e: (e.event_name, e.event_id))
         now = time.time()
+        facts = self._facts(events)
         for attempt in range(_DEADLOCK_RETRIES):
             try:
-                return self._claim(dataset_id, batch_id, events, now)
+                return self._claim(dataset_id, batch_id, events, facts, now)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 # The transaction was rolled back whole: nothing was claimed, so trying again is safe.
                 if attempt + 1 == _DEADLOCK_RETRIES:
                     raise error(self.url, exc) from None
         raise AssertionError("unreachable")
 
-    def _claim(self, dataset_id: str, batch_id: str, events: Sequence[PendingEvent], now: float) -> set[EventKey]:
+    def _facts(self, events: Sequence[PendingEvent]) -> list[tuple[Any, ...]]:
+        """The report facts of each event (ledger.facts), its referral resolved as on SQLite: one
+        query per chunk of the batch, read once (not again when a deadlock retries the claim)."""
+        with self._errors():
+            resolved = resolve_referrals(TranslatingConnection(self._sending_connection()), events)
+        return [fact_columns(e, found) for e, found in zip(events, resolved, strict=True)]
+
+    def _claim(
+        self, dataset_id: str, batch_id: str, events: Sequence[PendingEvent], facts: list[tuple[Any, ...]],
+        now: float,
+    ) -> set[EventKey]:
         import psycopg
 
-        columns = (
+        columns: tuple[list[Any], ...] = (
             [e.event_name for e in events], [e.event_id for e in events], [e.event_time for e in events],
             [e.source for e in events], [e.line for e in events], [e.payload_hash for e in events],
+            # channel, value, currency, referral_key, ad_id, attribution, match_keys (fact_columns)
+            *([list(column) for column in zip(*facts, strict=True)] or [[] for _ in _FACT_NAMES.split(",")]),
         )
         raw = self._sending_connection()
         try:
             with raw.transaction():
                 claimed = {tuple(row) for row in raw.execute(
                     "INSERT INTO events (dataset_id, event_name, event_id, state, event_time, batch_id, "
-                    "attempts, source, line, payload_hash, created_at, updated_at, run_id) "
-                    "SELECT %s, n, i, 'in_flight', t, %s, 1, s, l, h, %s, %s, %s FROM unnest("
-                    "%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::text[]) "
-                    "AS u(n, i, t, s, l, h) ORDER BY n, i "
+                    "attempts, source, line, payload_hash, created_at, updated_at, run_id, "
+                    f"{_FACTS}) "
+                    "SELECT %s, n, i, 'in_flight', t, %s, 1, s, l, h, %s, %s, %s, c, v, cu, r, a, m, k FROM unnest("
+                    f"%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::text[], {_FACT_ARRAYS}) "
+                    f"AS u(n, i, t, s, l, h, {_FACT_NAMES}) ORDER BY n, i "
                     "ON CONFLICT (dataset_id, event_name, event_id) DO NOTHING RETURNING event_name, event_id",
                     (dataset_id, batch_id, now, now, self.run_id, *columns), prepare=False,
                 ).fetchall()}
@@ -312,8 +335,10 @@ class PostgresLedger(EventQueries, ReferralStore):
                         "UPDATE events e SET state = 'in_flight', event_time = u.t, batch_id = %s, "
                         "attempts = e.attempts + 1, source = u.s, line = u.l, payload_hash = u.h, "
                         "updated_at = %s, run_id = %s, error_code = NULL, error_subcode = NULL, "
-                        "error_message = NULL FROM unnest(%s::text[], %s::text[], %s::bigint[], "
-                        "%s::text[], %s::bigint[], %s::text[], %s::text[]) AS u(n, i, t, s, l, h, x) "
+                        "error_message = NULL, channel = u.c, value = u.v, currency = u.cu, referral_key = u.r, "
+                        "ad_id = u.a, attribution = u.m, match_keys = u.k FROM unnest(%s::text[], %s::text[], "
+                        f"%s::bigint[], %s::text[], %s::bigint[], %s::text[], {_FACT_ARRAYS}, %s::text[]) "
+                        f"AS u(n, i, t, s, l, h, {_FACT_NAMES}, x) "
                         "WHERE e.dataset_id = %s AND e.event_name = u.n AND e.event_id = u.i "
                         "AND e.state <> 'in_flight' AND (e.state = 'failed' OR e.state = u.x) "
                         "RETURNING e.event_name, e.event_id",

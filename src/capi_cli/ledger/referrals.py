@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -70,11 +69,11 @@ def parse_iso_z(value: Any) -> int | None:
 class ReferralStore:
     """The referral half of Ledger (a mixin: it uses the Ledger's connection, lock and transactions)."""
 
-    _conn: sqlite3.Connection
+    _conn: Any  # sqlite3.Connection, or PostgreSQL's TranslatingConnection
     _lock: threading.RLock
     _cache_enlarged = False  # the connection's page cache (_large_cache)
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+    def _tx(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
     def _errors(self) -> AbstractContextManager[None]:
@@ -90,24 +89,34 @@ class ReferralStore:
         # The ad's headline is its creative's text, not customer data: kept for the report.
         rows = [(*_referral_row(record), now, record.get("headline") or None) for record in records]
         with self._tx() as conn:
-            self._large_cache()
-            before = conn.total_changes
-            # One prepared statement for the chunk, in one transaction.
-            conn.executemany(
-                """
-                INSERT OR IGNORE INTO referrals (channel, user_key, message_key, ctwa_clid, ad_id,
-                    source_type, source_url, ref, user_id, wa_id, bsuid, business_id,
-                    phone_number_id, message_id, ts, kind, origin, ts_estimated, stored_at, headline)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-                rows,
-            )
-            new = conn.total_changes - before
+            new = self._insert_referrals(conn, rows)
             if new < len(rows):
                 # Some were stored already (or twice in this chunk): merge every copy into the
                 # stored row; merging a row into itself changes nothing.
-                conn.executemany(_MERGE, [{**_merge_params(row[:-2]), "headline": row[-1]} for row in rows])
+                self._merge_referrals(conn, [{**_merge_params(row[:-2]), "headline": row[-1]} for row in rows])
         return new, len(rows) - new
+
+    # The two steps of store_referrals in SQLite's dialect; the PostgreSQL backend has its own
+    # (ledger.pg_referrals: no total_changes, no named `:param`s, no PRAGMA there).
+
+    def _insert_referrals(self, conn: Any, rows: list[tuple[Any, ...]]) -> int:
+        """Insert the rows not stored yet, inside the caller's transaction; how many were new."""
+        self._large_cache()
+        before = conn.total_changes
+        # One prepared statement for the chunk, in one transaction.
+        conn.executemany(
+            """
+            INSERT OR IGNORE INTO referrals (channel, user_key, message_key, ctwa_clid, ad_id,
+                source_type, source_url, ref, user_id, wa_id, bsuid, business_id,
+                phone_number_id, message_id, ts, kind, origin, ts_estimated, stored_at, headline)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            rows,
+        )
+        return int(conn.total_changes - before)
+
+    def _merge_referrals(self, conn: Any, params: list[dict[str, Any]]) -> None:
+        conn.executemany(MERGE_SQL, params)
 
     def _large_cache(self) -> None:
         """The customer index is keyed by hashes, so stores and lookups land on random pages: with
@@ -120,7 +129,8 @@ class ReferralStore:
     _SELECT_REFERRALS = f"SELECT {_COLUMNS} FROM referrals"
 
     def _referrals(self, where: str, params: Sequence[Any], limit: int | None = None) -> list[dict[str, Any]]:
-        sql = f"{self._SELECT_REFERRALS}{where} ORDER BY ts DESC, message_key"
+        # NULLS LAST is SQLite's own order for DESC, spelled out for PostgreSQL (NULLs first there).
+        sql = f"{self._SELECT_REFERRALS}{where} ORDER BY ts DESC NULLS LAST, message_key"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         with self._lock, self._errors():
@@ -296,8 +306,9 @@ _ROW = (
 _FILLED = ("ctwa_clid", "ad_id", "source_type", "source_url", "ref", "user_id", "wa_id", "bsuid",
            "business_id", "phone_number_id", "kind")
 # A delivery's own time (or a logged one) beats the file's date; SET expressions see the old row.
+# SQLite's named parameters: ledger.pg_referrals rewrites them for PostgreSQL.
 _BETTER_TIME = ":ts IS NOT NULL AND (ts IS NULL OR (ts_estimated = 1 AND :ts_estimated = 0))"
-_MERGE = (
+MERGE_SQL = (
     "UPDATE referrals SET "
     + ", ".join(f"{c} = coalesce({c}, :{c})" for c in _FILLED)
     + ", headline = coalesce(headline, :headline)"
