@@ -412,7 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only or NAMES)
 
     print(f"machine: {machine()}")
-    print(f"command: {' '.join(['bench/run.py', *(argv if argv is not None else sys.argv[1:])])}")
+    # A PostgreSQL URL's password never reaches the output (capi's own masking).
+    from capi_cli.ledger.location import shown
+
+    words = [shown(word) if "://" in word else word for word in (argv if argv is not None else sys.argv[1:])]
+    print(f"command: {' '.join(['bench/run.py', *words])}")
     print(f"sizes:   {rows:,} rows, {events:,} events sent, {webhook_mb} MB webhook log, "
           f"{referrals:,} referrals, median of {repeat} run(s)")
     started = time.perf_counter()
