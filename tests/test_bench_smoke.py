@@ -40,3 +40,15 @@ def test_bench_only_runs_the_measurement_named(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     table = [line for line in done.stdout.splitlines() if line.startswith("|")]
     assert len(table) == 3 and "startup" in table[2]
+
+
+def test_bench_never_prints_a_database_password(tmp_path: Path) -> None:
+    # CI runs `bench/run.py --quick --postgres URL`: the command line it echoes must mask the URL.
+    url = "postgresql://capi:Bench-Secret-77@127.0.0.1:9/capi"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--only", "startup", "--repeat", "1", "--postgres", url],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Bench-Secret-77" not in done.stdout + done.stderr
+    assert "postgresql://capi:" in done.stdout  # the URL is shown, masked

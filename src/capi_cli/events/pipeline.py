@@ -246,6 +246,7 @@ def _sequence(
     `skip`, `--limit`; then the body (built here unless a worker built it already)."""
     remaining = options.limit
     seen = KeySet()
+    SENT = Kind.SENT  # noqa: N806 (bound once: looked up for every record)
     body_of = stager.builder.body
     note_skipped = getattr(skip, "note_skipped", None)
 
@@ -259,7 +260,7 @@ def _sequence(
         for column, message in inputs.unused_map_keys(path):
             yield Problem(source, 1, None, column, "unused_map_key", WARNING, message)
         for item in stage_file(path):
-            if item.kind == Kind.SENT and not item.unknown and not seen.add(f"{item.event_name}\x1f{item.event_id}"):
+            if item.kind == SENT and not item.unknown and not seen.add(f"{item.event_name}\x1f{item.event_id}"):
                 # The common case of a re-run, kept short: sent before, no new column, no duplicate.
                 if note_skipped is not None:
                     note_skipped(item.event_name, item.event_id)
@@ -291,9 +292,9 @@ def _sequence(
                     duplicate = ("event_id", "duplicate_event_id",
                                  f"{name} {event_id!r} appears earlier in the input; only the first is kept")
                     errors = [*errors, duplicate]
-                    if kind == Kind.SENT:
+                    if kind == SENT:
                         body = None  # the worker skipped the body; the duplicate's problems need it
-                elif kind == Kind.SENT:
+                elif kind == SENT:
                     if note_skipped is not None:
                         note_skipped(name, event_id)
                     continue

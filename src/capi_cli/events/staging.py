@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import IntEnum
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -69,6 +70,12 @@ class StagedItem(NamedTuple):
 
 SentAmong = Callable[[list[tuple[str, str]]], set[tuple[str, str]]]
 
+# Made from a tuple without the keyword handling of a NamedTuple's __new__: one of each per record,
+# on the path every row takes.
+staged_of: Callable[[tuple[Any, ...]], Staged] = partial(tuple.__new__, Staged)  # type: ignore[assignment]
+staged_item_of: Callable[[tuple[Any, ...]], StagedItem] = partial(tuple.__new__, StagedItem)  # type: ignore[assignment]
+_ROW, _SENT = Kind.ROW, Kind.SENT
+
 class Stager:
     """The order-free first half of a record: mapping, the head (name, time, channel, id) and the
     --since/--until filter. The same code runs here and in the worker processes."""
@@ -106,7 +113,7 @@ class Stager:
             or (self.until is not None and head.event_time > self.until)
         ):
             return Staged(Kind.OUT, unknown, None, None, None)
-        return Staged(Kind.ROW, unknown, head, errors, record)
+        return staged_of((_ROW, unknown, head, errors, record))
 
     def stage_chunk(self, raws: Sequence[Any], sent_among: SentAmong | None) -> list[Staged]:
         """`stage` of each record; with `sent_among`, a record the ledger says was sent comes back
@@ -182,6 +189,6 @@ def item_of(staged: Staged, line: int, index: int, raw: Any, body: Any = None) -
     """The StagedItem of a record staged in this process (`raw`: the record as read)."""
     kind, unknown, head, errors, record = staged
     if head is None:
-        return StagedItem(kind, line, index, unknown, None, None, None, True, errors, None, None)
-    return StagedItem(kind, line, index, unknown, head.event_name, head.event_id, head.event_time, head.time_given,
-                      errors, body, (raw,) if kind == Kind.SENT else (record, head))
+        return staged_item_of((kind, line, index, unknown, None, None, None, True, errors, None, None))
+    return staged_item_of((kind, line, index, unknown, head.event_name, head.event_id, head.event_time,
+                           head.time_given, errors, body, (raw,) if kind == _SENT else (record, head)))
