@@ -260,10 +260,11 @@ def _sequence(
         for column, message in inputs.unused_map_keys(path):
             yield Problem(source, 1, None, column, "unused_map_key", WARNING, message)
         for item in stage_file(path):
-            if item.kind == SENT and not item.unknown and not seen.add(f"{item.event_name}\x1f{item.event_id}"):
+            # (item[0], [3], [4], [5]: kind, unknown, event_name, event_id; by index on the path every row takes)
+            if item[0] == SENT and not item[3] and not seen.add(f"{item[4]}\x1f{item[5]}"):
                 # The common case of a re-run, kept short: sent before, no new column, no duplicate.
                 if note_skipped is not None:
-                    note_skipped(item.event_name, item.event_id)
+                    note_skipped(item[4], item[5])
                 continue
             kind, line, index, unknown, name, event_id, event_time, time_given, errors, body, local = item
             if kind == Kind.MALFORMED:
@@ -338,5 +339,6 @@ def _sequence(
                 if unattributed is not None:
                     yield Problem(source, line, index, unattributed[0], unattributed[1], WARNING, unattributed[2])
                     continue
-            assert name is not None and event_id is not None and event_time is not None  # a head without them errs
-            yield BuiltEvent(name, event_id, event_time, payload, source, line, index, attributed, time_given, text)
+            # A head without a name, id or time has errors, reported above: these are set here.
+            yield BuiltEvent(name, event_id, event_time, payload, source, line, index, attributed, time_given,  # type: ignore[arg-type]
+                             text)
