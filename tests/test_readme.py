@@ -30,13 +30,14 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from support.sandbox_process import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -125,15 +126,7 @@ class Session:
 
     def close(self) -> None:
         for server in self.servers:
-            if server.poll() is None:
-                server.send_signal(signal.SIGTERM)
-                try:
-                    server.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
-            if server.stdout is not None:
-                server.stdout.close()
+            stop_process(server)
 
 
 def newcomer_env(tmp: Path) -> dict[str, str]:

@@ -27,14 +27,19 @@ def running_sandbox(args: Sequence[str] = (), *, log: Path | None = None) -> Ite
         assert line.startswith("CAPI_GRAPH_URL=http://127.0.0.1:"), f"sandbox did not start: {line!r}"
         yield line.split("=", 1)[1]
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        stop_process(process)
         if not isinstance(err, int):
             err.close()
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    """Stop a server this test started, by its PID: SIGTERM, then a kill if it lingers."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
