@@ -114,6 +114,19 @@ def test_events_are_in_flight_in_the_ledger_during_their_request(graph: GraphSta
     assert ledger.stats()["total"] == {"sent": 10}
 
 
+def test_the_next_batch_is_claimed_while_a_request_is_out(graph: GraphStandin, ledger: Ledger) -> None:
+    """A batch's ledger work (its claim, its settle) does not hold one of the --concurrency request
+    slots: while one request is out, the next batch is already claimed, and still only one request
+    at a time reaches Meta."""
+    graph.latency = 0.05
+    in_flight: list[int] = []
+    graph.fault_rules.append(lambda record: in_flight.append(ledger.stats()["total"].get("in_flight", 0)))
+    summary = send(graph, ledger, evs(60), replace(FAST, concurrency=1))
+    assert summary.sent == 60 and graph.max_concurrent == 1
+    assert max(in_flight) > 10  # more than the one batch being sent was claimed
+    assert set(states(ledger).values()) == {"sent"}
+
+
 def test_reading_overlaps_sending_and_stays_bounded(graph: GraphStandin, ledger: Ledger) -> None:
     graph.latency = 0.05
     pulled = 0
@@ -130,8 +143,9 @@ def test_reading_overlaps_sending_and_stays_bounded(graph: GraphStandin, ledger:
     options = replace(FAST, concurrency=2)
     summary = send(graph, ledger, source(), options)
     assert summary.sent == 200
-    # the first request left before the reader had gone far: (concurrency + pending + lookup chunk) batches
-    assert at_first_request[0] <= 10 * (2 + 2)
+    # the first request left before the reader had gone far: (batches in progress, twice the
+    # concurrency, + pending + lookup chunk) batches
+    assert at_first_request[0] <= 10 * (2 * 2 + 2)
 
 
 @pytest.mark.parametrize(

@@ -71,3 +71,21 @@ def test_quiet_sandbox_prints_only_its_url(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert log.read_text() == ""
+
+
+def test_a_long_running_sandbox_keeps_counts_not_requests() -> None:
+    """`capi sandbox` keeps no request bodies (GraphStandin(keep_requests=False)): a backfill of
+    hundreds of thousands of events would otherwise stay in its memory, each answer slower than the
+    last. What it was sent is still counted, so duplicates still show."""
+    from capi_cli.sandbox import GraphStandin
+
+    event = {"event_name": "Purchase", "event_id": "o1", "action_source": "business_messaging",
+             "messaging_channel": "whatsapp", "user_data": {"ctwa_clid": "c", "whatsapp_business_account_id": "1"}}
+    with GraphStandin(token=TOKEN, datasets={DATASET}, keep_requests=False) as standin:
+        for _ in range(2):
+            event["event_time"] = int(standin.now())
+            answer = httpx.post(f"{standin.url}/v26.0/{DATASET}/events", json={"data": [event]},
+                                headers={"Authorization": f"Bearer {TOKEN}"})
+            assert answer.status_code == 200, answer.text
+        assert standin.requests == [] and standin.posts == 2
+        assert standin.duplicates() == {("Purchase", "o1"): 2}

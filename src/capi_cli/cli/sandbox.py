@@ -53,6 +53,7 @@ def sandbox(
     try:
         standin = GraphStandin(
             token=token, datasets=dataset or ["1234567890"], latency=latency, port=port, log=log, accepted=accepted,
+            keep_requests=False,
         )
     except OSError as exc:
         raise UsageError(f"--port {port}: cannot listen on 127.0.0.1: {exc.strerror}") from None

@@ -49,6 +49,7 @@ class BatchSender:
     _pause_until: float
     _was_sent: set[tuple[str, str]]
     _claim_from: dict[tuple[str, str], str]
+    _request_slots: threading.Semaphore
     _worker_error: BaseException | None
 
     def _run_batch(self, events: list[DeliverableEvent], batch_id: str) -> None:
@@ -76,11 +77,7 @@ class BatchSender:
         while True:
             if self.stop.is_set() or not self._wait_for_pause():
                 # Not (re)sent: never begun, or settled `failed` after the last refusal/attempt.
-                with self._lock:
-                    if attempt == 0 and not isolating:
-                        self.summary.unsent += n
-                    else:
-                        self.summary.failed += n
+                self._count_not_sent(n, first=attempt == 0 and not isolating)
                 return
             claimed = ledger.begin_batch(self.dataset_id, batch_id, pending)
             if len(claimed) < n:
@@ -92,10 +89,20 @@ class BatchSender:
                 keys, payloads = [keys[i] for i in kept], [payloads[i] for i in kept]
                 if not (n := len(events)):
                     return
-            if send_json is not None:
-                outcome = send_json(self.dataset_id, payloads)
-            else:
-                outcome = self.client.send_events(self.dataset_id, payloads)
+            with self._request_slots:
+                if self.summary.fatal is not None or not self._wait_for_pause():
+                    # A fatal answer (a bad token: every request would get it), or a stop during
+                    # a throttle, while this batch waited for its request: claimed, never sent.
+                    # (A Ctrl-C lets a begun batch go.)
+                    self._settle(batch_id, keys, LedgerState.FAILED, None)
+                    self._count_not_sent(n, first=attempt == 0 and not isolating)
+                    return
+                if send_json is not None:
+                    outcome = send_json(self.dataset_id, payloads)
+                else:
+                    outcome = self.client.send_events(self.dataset_id, payloads)
+                if outcome.kind is OutcomeKind.FATAL:
+                    self._fatal(outcome.setup_error())  # before the slot frees: no waiting batch goes
             with self._lock:
                 self.summary.requests += 1
             kind = outcome.kind
@@ -117,7 +124,6 @@ class BatchSender:
                 self._settle(batch_id, keys, LedgerState.FAILED, outcome)
                 with self._lock:
                     self.summary.failed += n
-                self._fatal(outcome.setup_error())
                 return
             if kind is OutcomeKind.RETRYABLE:
                 self._settle(batch_id, keys, LedgerState.FAILED, outcome)
@@ -139,7 +145,17 @@ class BatchSender:
             self._send(events[middle:], f"{batch_id}.1", isolating=True)
             return
 
-    def _settle(self, batch_id: str, keys: list[tuple[str, str]], state: LedgerState, outcome: Outcome) -> None:
+    def _count_not_sent(self, n: int, *, first: bool) -> None:
+        with self._lock:
+            if first:
+                self.summary.unsent += n
+            else:
+                self.summary.failed += n
+
+    def _settle(
+        self, batch_id: str, keys: list[tuple[str, str]], state: LedgerState, outcome: Outcome | None
+    ) -> None:
+        """Record the batch's outcome (None: never sent, settled `failed` without an error)."""
         assert self.ledger is not None
         if state is not LedgerState.SENT and self._was_sent:
             if kept := [key for key in keys if key in self._was_sent]:
@@ -150,10 +166,10 @@ class BatchSender:
             batch_id,
             keys,
             state,
-            error_code=outcome.code,
-            error_subcode=outcome.subcode,
-            error_message=None if outcome.ok else outcome.describe(),
-            fbtrace_id=outcome.fbtrace_id,
+            error_code=None if outcome is None else outcome.code,
+            error_subcode=None if outcome is None else outcome.subcode,
+            error_message=None if outcome is None or outcome.ok else outcome.describe(),
+            fbtrace_id=None if outcome is None else outcome.fbtrace_id,
         )
 
     def _backoff(self, attempt: int, outcome: Outcome) -> None:

@@ -116,7 +116,12 @@ class _Delivery(BatchSender):
         self._in_flight = 0
         self._started = time.monotonic()
         self._last_progress = 0.0
-        self._slots = threading.Semaphore(options.concurrency)
+        # Batches in progress (claimed, waiting for a request slot, sending or settling) are
+        # bounded at twice the concurrency; requests to Meta at the concurrency itself
+        # (BatchSender._request_slots). A batch's ledger work (its claim before the request, its
+        # settle after) thus overlaps other batches' requests instead of holding a request slot.
+        self._slots = threading.Semaphore(2 * options.concurrency)
+        self._request_slots = threading.Semaphore(options.concurrency)
         self._futures: set[Future[None]] = set()
         self._worker_error: BaseException | None = None
         # --resend: keys the ledger had `sent`. Meta counted them once, so they stay `sent` whatever
@@ -129,7 +134,7 @@ class _Delivery(BatchSender):
 
     def run(self, events: Iterable[DeliverableEvent]) -> DeliverySummary:
         executor = None if self.options.dry_run else ThreadPoolExecutor(
-            max_workers=self.options.concurrency, thread_name_prefix="capi-send"
+            max_workers=2 * self.options.concurrency, thread_name_prefix="capi-send"
         )
         candidates: list[DeliverableEvent] = []
         pending: list[DeliverableEvent] = []

@@ -143,6 +143,12 @@ def serve(source: IO[bytes], sink: IO[bytes]) -> int:
     """The worker's loop: its configuration, then one answer per message, until end of input."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        from capi_cli.ledger.location import is_postgres
+
+        if is_postgres(os.environ.get("CAPI_LEDGER", "")):
+            # While the command reads its options: the PostgreSQL driver a worker's ledger reads
+            # will need (~0.25 s of imports, otherwise paid after the configuration comes).
+            import psycopg  # noqa: F401
         config = read(source)
         if config is None:
             return 0
