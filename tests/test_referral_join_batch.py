@@ -218,3 +218,27 @@ def test_a_ledger_from_before_the_customer_index_is_migrated_and_joins(tmp_path:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"referrals_customer", "referrals_customer_bsuid"} <= names
     assert not {"referrals_user", "referrals_wa", "referrals_bsuid"} & names
+
+
+def test_a_phone_read_in_its_rows_country_is_joined_in_the_chunks_lookup(tmp_path: Path) -> None:
+    """A phone written without its country code is read in the row's own country (here Brazil,
+    the default being India): the chunk's lookup asks for the number as the event will carry it,
+    so no order falls back to a query of its own."""
+    history = [{"channel": "whatsapp", "ctwa_clid": f"CLID-{n}", "wa_id": f"55119{8000 + n}4321",
+                "user_id": f"55119{8000 + n}4321", "business_id": WABA, "message_id": f"wamid.{n}",
+                "timestamp": _iso(NOW - HOUR), "kind": "message"} for n in range(600)]
+    path = tmp_path / "orders.csv"
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["event_name", "event_time", "order_id", "messaging_channel", "phone", "country"])
+        writer.writerows(["LeadSubmitted", NOW - 60, f"o{n}", "whatsapp", f"(11) 9{8000 + n}-4321", "BR"]
+                         for n in range(600))
+    with Ledger.open(tmp_path / "ledger.sqlite3") as ledger:
+        ledger.store_referrals(history)
+        statements: list[str] = []
+        ledger._conn.set_trace_callback(statements.append)
+        built = _built(path, tmp_path, ledger, 7)
+    assert [entry[2] for entry in built] == [True] * 600
+    assert '"CLID-7"' in built[7][1]
+    lookups = [s for s in statements if "FROM referrals" in s]
+    assert 0 < len(lookups) <= 2 * 2 * 2, len(lookups)

@@ -293,6 +293,16 @@ class EventBuilder:
         passthrough(record, payload, errors)
         return payload, attributed
 
+    def phone_context(self, record: dict[str, Any]) -> str | None:
+        """The country a phone of `record` without its country code is read in, as `body` reads
+        it: the row's own country (cached), else the default country."""
+        raw_country = record.get("country")
+        if raw_country is not None:
+            normalized = self._hash_field("country", raw_country, None, [])[1]
+            if normalized:
+                return normalized.upper()
+        return self.default_country
+
     def _hash_field(
         self, field: str, raw: Any, context: str | None, errors: Errors
     ) -> tuple[list[str], str | None]:

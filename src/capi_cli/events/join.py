@@ -98,7 +98,7 @@ def whatsapp_candidates(builder: EventBuilder, record: dict[str, Any]) -> list[s
     phone: str | None = None
     if raw is not None:
         builder._digests.setdefault("ph", {})
-        phone = builder._hash_field("ph", raw, builder.default_country, [])[1]
+        phone = builder._hash_field("ph", raw, builder.phone_context(record), [])[1]
     return builder._whatsapp_users(record, phone)  # the same list body asks for
 
 
