@@ -101,8 +101,11 @@ class BatchSender:
                     outcome = send_json(self.dataset_id, payloads)
                 else:
                     outcome = self.client.send_events(self.dataset_id, payloads)
+                # What stops the run is decided before the slot frees, so no waiting batch goes.
                 if outcome.kind is OutcomeKind.FATAL:
-                    self._fatal(outcome.setup_error())  # before the slot frees: no waiting batch goes
+                    self._fatal(outcome.setup_error())
+                elif outcome.kind is OutcomeKind.REFUSED and n == 1:
+                    self._note_singleton_refusal(outcome)
             with self._lock:
                 self.summary.requests += 1
             kind = outcome.kind
@@ -137,7 +140,6 @@ class BatchSender:
             if n == 1:
                 self._settle(batch_id, keys, LedgerState.REJECTED, outcome)
                 self._record("rejected", events, outcome)
-                self._note_singleton_refusal(outcome)
                 return
             self._settle(batch_id, keys, LedgerState.FAILED, outcome)
             middle = n // 2
