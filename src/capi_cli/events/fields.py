@@ -7,7 +7,8 @@ properties. Records already in Meta's shape (`user_data`, `custom_data`) are fla
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,21 @@ MULTI_VALUE_KEYS = frozenset(HASHED_FIELDS)
 KEY_FIELDS = frozenset(("event_name", "event_id", "order_id"))
 # A header's plan: (header, [(column, key)] put directly, [(column, key)] merged (repeated keys,
 # custom properties), unknown column names).
-Plan = tuple[list[str], list[tuple[int, str]], list[tuple[int, str]], list[str]]
+# A header's plan: (header, simple, merged, unknown, pick). `simple` columns map one to one to
+# their keys; `pick` reads them all at once (their keys, an itemgetter of their indexes).
+Pick = tuple[tuple[str, ...], Callable[[list[str]], tuple[str, ...]] | None]
+Plan = tuple[list[str], list[tuple[int, str]], list[tuple[int, str]], list[str], Pick]
+
+
+def _plan(header: list[str], simple: list[tuple[int, str]], merged: list[tuple[int, str]], unknown: list[str]) -> Plan:
+    indexes = [index for index, _ in simple]
+    pick: Callable[[list[str]], tuple[str, ...]] | None = None
+    if len(indexes) == 1:
+        only = indexes[0]
+        pick = lambda row: (row[only],)  # noqa: E731 (itemgetter of one index gives no tuple)
+    elif indexes:
+        pick = itemgetter(*indexes)
+    return header, simple, merged, unknown, (tuple(key for _, key in simple), pick)
 
 _NESTED = ("user_data", "custom_data")
 _NESTED_EXAMPLES = {"user_data": '{"em": ..., "ph": ...}', "custom_data": '{"value": ..., "currency": ...}'}
@@ -291,8 +306,8 @@ class FieldMapper:
         those keys: equal to map_row's record restricted to them, for a fraction of the work."""
         plan = self._key_plan
         if plan is None or plan[0] is not header:
-            _, simple, merged, unknown = self._make_plan(header)
-            plan = self._key_plan = (
+            _, simple, merged, unknown, _ = self._make_plan(header)
+            plan = self._key_plan = _plan(
                 header,
                 [(index, key) for index, key in simple if key in KEY_FIELDS],
                 [(index, key) for index, key in merged if key in KEY_FIELDS],
@@ -317,7 +332,7 @@ class FieldMapper:
                 merged.append((index, key))
             else:
                 simple.append((index, key))
-        return header, simple, merged, unknown
+        return _plan(header, simple, merged, unknown)
 
     def _flatten(
         self, section: str, inner: Mapping[str, Any], record: dict[str, Any], unknown: list[str],
@@ -353,8 +368,16 @@ def _kind(value: Any) -> str:
 
 def _apply(plan: Plan, row: list[str], sets: dict[str, Any]) -> dict[str, Any]:
     """A CSV row's record by a header's plan: the one place map_row and map_row_keys agree on."""
-    _, simple, merged, _ = plan
-    record = {key: value for index, key in simple if (value := row[index]) and not value.isspace()}
+    _, _, merged, _, (keys, pick) = plan
+    record: dict[str, Any]
+    if pick is None:
+        record = {}
+    else:
+        values = pick(row)
+        if "" in values or any(map(str.isspace, values)):  # blank cells are left out
+            record = {key: value for key, value in zip(keys, values, strict=True) if value and not value.isspace()}
+        else:  # a row with every mapped cell filled, read at C speed
+            record = dict(zip(keys, values, strict=True))
     for index, key in merged:
         value = row[index]
         if value and not value.isspace():

@@ -246,7 +246,8 @@ def _sequence(
     `skip`, `--limit`; then the body (built here unless a worker built it already)."""
     remaining = options.limit
     seen = KeySet()
-    SENT = Kind.SENT  # noqa: N806 (bound once: looked up for every record)
+    # Bound once, as plain ints: looked up and compared for every record.
+    SENT, MALFORMED, NESTED, OUT = int(Kind.SENT), int(Kind.MALFORMED), int(Kind.NESTED), int(Kind.OUT)  # noqa: N806
     body_of = stager.builder.body
     note_skipped = getattr(skip, "note_skipped", None)
 
@@ -267,7 +268,7 @@ def _sequence(
                     note_skipped(item[4], item[5])
                 continue
             kind, line, index, unknown, name, event_id, event_time, time_given, errors, body, local = item
-            if kind == Kind.MALFORMED:
+            if kind == MALFORMED:
                 if remaining is not None:
                     if remaining <= 0:
                         return
@@ -282,10 +283,10 @@ def _sequence(
                         f"column {column!r} is not a known field and is ignored (map it with --map FILE.yaml, "
                         f"or to null to silence this){suggestion(column)}",
                     )
-            if kind == Kind.NESTED:
+            if kind == NESTED:
                 yield Problem(source, line, index, None, "malformed_record", ERROR, NESTED_MESSAGE)
                 continue
-            if kind == Kind.OUT:
+            if kind == OUT:
                 continue
             duplicate = None
             if event_id is not None and name is not None:
@@ -319,7 +320,7 @@ def _sequence(
                     yield Problem(source, line, index, None, "malformed_record", ERROR, NESTED_MESSAGE)
                     continue
                 text = None
-            elif body == Kind.NESTED:
+            elif type(body) is not tuple:  # Kind.NESTED: too deep to build
                 yield Problem(source, line, index, None, "malformed_record", ERROR, NESTED_MESSAGE)
                 continue
             else:

@@ -124,6 +124,9 @@ class ReferralStore:
         if not self._cache_enlarged:
             with self._lock, self._errors():
                 self._conn.execute(f"PRAGMA cache_size = -{SEND_CACHE_KIB}")
+                import os
+                if os.environ.get("MMAP"):
+                    self._conn.execute(f"PRAGMA mmap_size = {int(os.environ['MMAP'])}")
             self._cache_enlarged = True
 
     _SELECT_REFERRALS = f"SELECT {_COLUMNS} FROM referrals"
