@@ -53,6 +53,7 @@ class Head:
 
 _sha256 = hashlib.sha256
 _OTHER_HASHED = tuple(f for f in HASHED_FIELDS if f != "country")
+_HASHING_ORDER = tuple((field, field == "ph") for field in _OTHER_HASHED)  # (field, is the phone)
 # Fields whose values repeat across rows; em, ph and external_id are mostly one per customer.
 _CACHED_FIELDS = ("fn", "ln", "ge", "db", "ct", "st", "zp", "country")
 _DIGEST_CACHE_SIZE = 4096
@@ -234,40 +235,40 @@ class EventBuilder:
         user_data: dict[str, Any] = {}
         if "full_name" in record:
             split_full_name(record)
-        country_context = self._default_country_lower
+        digests = self._digests
+        row_country: str | None = None  # the row's own country, normalized
         raw_country = record.get("country")
-        phone_country: str | None = None
         if raw_country is not None:
-            hashes, normalized = self._hash_field("country", raw_country, None, errors)
-            if hashes:
-                user_data["country"] = hashes
-                if normalized:
-                    country_context = normalized
-                    # A phone written without its country code is read in the row's own country
-                    # before the default country (SPEC §4).
-                    phone_country = normalized.upper()
+            hit = digests["country"].get(raw_country) if type(raw_country) is str else None
+            if hit is not None and hit[0] is not None:  # _hash_field's cached answer, inline
+                user_data["country"] = [hit[0]]
+                row_country = hit[1]
+            else:
+                hashes, row_country = self._hash_field("country", raw_country, None, errors)
+                if hashes:
+                    user_data["country"] = hashes
+        country_context = row_country or self._default_country_lower
         if "ph" not in record and "wa_id" in record:
             record["ph"] = record["wa_id"]
         phone: str | None = None
-        phone_context = phone_country or self.default_country
-        digests = self._digests
-        for field in _OTHER_HASHED:
+        for field, is_phone in _HASHING_ORDER:
             raw = record.get(field)
             if raw is None:
                 continue
-            context = phone_context if field == "ph" else country_context
+            # A phone without its country code is read in the row's own country first (SPEC §4).
+            context = (row_country.upper() if row_country else self.default_country) if is_phone else country_context
             cache = digests.get(field)
             if cache is not None and type(raw) is str:  # the common case inline: a value seen before
                 hit = cache.get((raw, context) if context is not None else raw)
                 if hit is not None and hit[0] is not None:
                     user_data[field] = [hit[0]]
-                    if field == "ph":  # cached by the referral join (events.join), which needs it too
+                    if is_phone:  # cached by the referral join (events.join), which needs it too
                         phone = hit[1]
                     continue
             hashes, normalized = self._hash_field(field, raw, context, errors)
             if hashes:
                 user_data[field] = hashes
-                if field == "ph":
+                if is_phone:
                     phone = normalized
         if "country" in user_data:  # Meta's field order does not matter; ours is stable
             user_data["country"] = user_data.pop("country")

@@ -7,8 +7,7 @@ properties. Records already in Meta's shape (`user_data`, `custom_data`) are fla
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from operator import itemgetter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,21 +94,7 @@ MULTI_VALUE_KEYS = frozenset(HASHED_FIELDS)
 KEY_FIELDS = frozenset(("event_name", "event_id", "order_id"))
 # A header's plan: (header, [(column, key)] put directly, [(column, key)] merged (repeated keys,
 # custom properties), unknown column names).
-# A header's plan: (header, simple, merged, unknown, pick). `simple` columns map one to one to
-# their keys; `pick` reads them all at once (their keys, an itemgetter of their indexes).
-Pick = tuple[tuple[str, ...], Callable[[list[str]], tuple[str, ...]] | None]
-Plan = tuple[list[str], list[tuple[int, str]], list[tuple[int, str]], list[str], Pick]
-
-
-def _plan(header: list[str], simple: list[tuple[int, str]], merged: list[tuple[int, str]], unknown: list[str]) -> Plan:
-    indexes = [index for index, _ in simple]
-    pick: Callable[[list[str]], tuple[str, ...]] | None = None
-    if len(indexes) == 1:
-        only = indexes[0]
-        pick = lambda row: (row[only],)  # noqa: E731 (itemgetter of one index gives no tuple)
-    elif indexes:
-        pick = itemgetter(*indexes)
-    return header, simple, merged, unknown, (tuple(key for _, key in simple), pick)
+Plan = tuple[list[str], list[tuple[int, str]], list[tuple[int, str]], list[str]]
 
 _NESTED = ("user_data", "custom_data")
 _NESTED_EXAMPLES = {"user_data": '{"em": ..., "ph": ...}', "custom_data": '{"value": ..., "currency": ...}'}
@@ -306,8 +291,8 @@ class FieldMapper:
         those keys: equal to map_row's record restricted to them, for a fraction of the work."""
         plan = self._key_plan
         if plan is None or plan[0] is not header:
-            _, simple, merged, unknown, _ = self._make_plan(header)
-            plan = self._key_plan = _plan(
+            _, simple, merged, unknown = self._make_plan(header)
+            plan = self._key_plan = (
                 header,
                 [(index, key) for index, key in simple if key in KEY_FIELDS],
                 [(index, key) for index, key in merged if key in KEY_FIELDS],
@@ -332,7 +317,7 @@ class FieldMapper:
                 merged.append((index, key))
             else:
                 simple.append((index, key))
-        return _plan(header, simple, merged, unknown)
+        return header, simple, merged, unknown
 
     def _flatten(
         self, section: str, inner: Mapping[str, Any], record: dict[str, Any], unknown: list[str],
@@ -368,16 +353,8 @@ def _kind(value: Any) -> str:
 
 def _apply(plan: Plan, row: list[str], sets: dict[str, Any]) -> dict[str, Any]:
     """A CSV row's record by a header's plan: the one place map_row and map_row_keys agree on."""
-    _, _, merged, _, (keys, pick) = plan
-    record: dict[str, Any]
-    if pick is None:
-        record = {}
-    else:
-        values = pick(row)
-        if "" in values or any(map(str.isspace, values)):  # blank cells are left out
-            record = {key: value for key, value in zip(keys, values, strict=True) if value and not value.isspace()}
-        else:  # a row with every mapped cell filled, read at C speed
-            record = dict(zip(keys, values, strict=True))
+    _, simple, merged, _ = plan
+    record = {key: value for index, key in simple if (value := row[index]) and not value.isspace()}
     for index, key in merged:
         value = row[index]
         if value and not value.isspace():

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from capi_cli.events.staging import Kind, StagedItem, item_of, staged_item_of
+from capi_cli.events.staging import Kind, StagedItem, item_of
 from capi_cli.events.wire import PLAIN, read, write
 from capi_cli.events.worker import import_builder, serve
 
@@ -319,20 +319,20 @@ class WorkerPool:
                 if type(answer[0]) is str:
                     if len(answer) == 3:  # sent before: (name, id, unknown); its record is needed here
                         # only if it is a duplicate (then it is read again: `raw`, or the block's)
-                        yield staged_item_of((_SENT, line, index, answer[2], answer[0], answer[1], None, True, (),
-                                              None, (raw,) if type(raw) is not _Later else raw))
+                        yield (_SENT, line, index, answer[2], answer[0], answer[1], None, True, (),
+                               None, (raw,) if type(raw) is not _Later else raw)
                         continue
                     # a valid event: (text, name, id, time, time_given, attributed, unknown)
-                    yield staged_item_of((_ROW, line, index, answer[6], answer[1], answer[2], answer[3], answer[4], (),
-                                          (answer[0], answer[5], ()), None))
+                    yield (_ROW, line, index, answer[6], answer[1], answer[2], answer[3], answer[4], (),
+                           (answer[0], answer[5], ()), None)
                     continue
                 kind, unknown, head, errors, body = answer
                 if kind == Kind.LOCAL:
                     yield item_of(stager.stage(raw), line, index, raw)
                 elif head is None:
-                    yield StagedItem(kind, line, index, unknown, None, None, None, True, errors, None, None)
+                    yield (kind, line, index, unknown, None, None, None, True, errors, None, None)
                 else:
-                    yield StagedItem(kind, line, index, unknown, head[0], head[1], head[2], head[3], errors, body, None)
+                    yield (kind, line, index, unknown, head[0], head[1], head[2], head[3], errors, body, None)
 
         chunk: list[tuple[int, Any]] = []
         for item in read_items(path, input_format):

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import IntEnum
-from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from capi_cli.events.build import EventBuilder, Head
 from capi_cli.events.fields import FieldMapper
@@ -38,42 +37,21 @@ class Kind(IntEnum):
     LOCAL = 5  # a worker could not take it (too deep to pickle): staged here instead
 
 
-class Staged(NamedTuple):
-    """One record staged: its kind, unknown columns, head, errors (the message when MALFORMED)
-    and the mapped record."""
+# One record staged: (kind, unknown columns, head, errors (the message when MALFORMED), the mapped
+# record). Plain tuples, read by position: one is made for every record, and a NamedTuple's
+# constructor costs five times a tuple's.
+Staged = tuple[int, Sequence[str], Head | None, Any, dict[str, Any] | None]
 
-    kind: int
-    unknown: Sequence[str]
-    head: Head | None
-    errors: Any  # Errors, or the message of a MALFORMED record
-    record: dict[str, Any] | None
-
-
-class StagedItem(NamedTuple):
-    """One staged record as the pipeline takes it, in input order."""
-
-    kind: int
-    line: int
-    number: int  # the record's 1-based number in its file
-    unknown: Sequence[str]
-    event_name: str | None
-    event_id: str | None
-    event_time: int | None
-    time_given: bool
-    errors: Any  # Errors, or the message of a MALFORMED record
-    # None: build it here; NESTED; or (payload JSON text or None, attributed, body errors) from a worker
-    body: Any
-    # (record, head) to build it from, or the raw record to stage again first: (raw,), or an object
-    # whose raw(line) gives it (the records of a PlainBlock, which this process never parsed)
-    local: Any
-
+# One staged record as the pipeline takes it, in input order: (kind, line, its 1-based number in
+# its file, unknown columns, event_name, event_id, event_time, time_given, errors (or the message
+# of a MALFORMED record), body, local).
+# body: None (build it here), NESTED, or (payload JSON text or None, attributed, body errors) from a
+# worker. local: (record, head) to build it from, or the raw record to stage again first: (raw,),
+# or an object whose raw(line) gives it (the records of a PlainBlock, never parsed here).
+StagedItem = tuple[int, int, int, Sequence[str], str | None, str | None, int | None, bool, Any, Any, Any]
 
 SentAmong = Callable[[list[tuple[str, str]]], set[tuple[str, str]]]
 
-# Made from a tuple without the keyword handling of a NamedTuple's __new__: one of each per record,
-# on the path every row takes.
-staged_of: Callable[[tuple[Any, ...]], Staged] = partial(tuple.__new__, Staged)  # type: ignore[assignment]
-staged_item_of: Callable[[tuple[Any, ...]], StagedItem] = partial(tuple.__new__, StagedItem)  # type: ignore[assignment]
 _ROW, _SENT = Kind.ROW, Kind.SENT
 
 class Stager:
@@ -93,7 +71,7 @@ class Stager:
     def stage(self, raw: Any) -> Staged:
         """(kind, unknown columns, head, errors (the message when MALFORMED), mapped record)."""
         if isinstance(raw, Malformed):
-            return Staged(Kind.MALFORMED, (), None, raw.message, None)
+            return (Kind.MALFORMED, (), None, raw.message, None)
         if type(raw) is tuple:
             record, unknown, invalid = self.mapper.map_row(*raw)
             errors: Errors = [(key, "invalid_value", message) for key, message in invalid]
@@ -107,13 +85,13 @@ class Stager:
         try:
             head = self.builder.head(record, errors)
         except RecursionError:  # values nested a thousand levels deep
-            return Staged(Kind.NESTED, unknown, None, None, None)
+            return (Kind.NESTED, unknown, None, None, None)
         if head.event_time is not None and (
             (self.since is not None and head.event_time < self.since)
             or (self.until is not None and head.event_time > self.until)
         ):
-            return Staged(Kind.OUT, unknown, None, None, None)
-        return staged_of((_ROW, unknown, head, errors, record))
+            return (Kind.OUT, unknown, None, None, None)
+        return (_ROW, unknown, head, errors, record)
 
     def stage_chunk(self, raws: Sequence[Any], sent_among: SentAmong | None) -> list[Staged]:
         """`stage` of each record; with `sent_among`, a record the ledger says was sent comes back
@@ -136,18 +114,18 @@ class Stager:
         staged: list[Staged] = []
         for raw, key, unknown in zip(raws, keys, unknowns, strict=True):
             if key is not None and key in sent:
-                staged.append(Staged(Kind.SENT, unknown, Head(key[0], None, None, key[1]), (), None))
+                staged.append((Kind.SENT, unknown, Head(key[0], None, None, key[1]), (), None))
             else:
                 staged.append(stage(raw))
         # The rest: ids only the head could work out (from the time and the customer, or the row).
-        asked = [(item.head.event_name, item.head.event_id) for item, key in zip(staged, keys, strict=True)
-                 if key is None and item.kind == Kind.ROW and item.head is not None
-                 and item.head.event_name is not None and item.head.event_id is not None]
+        asked = [(head.event_name, head.event_id) for (kind, _, head, _, _), key in zip(staged, keys, strict=True)
+                 if key is None and kind == Kind.ROW and head is not None
+                 and head.event_name is not None and head.event_id is not None]
         if asked and (sent := sent_among(asked)):
-            for number, item in enumerate(staged):
-                if (item.kind == Kind.ROW and keys[number] is None and item.head is not None
-                        and (item.head.event_name, item.head.event_id) in sent):
-                    staged[number] = item._replace(kind=Kind.SENT)
+            for number, (kind, unknown, head, errors, mapped) in enumerate(staged):
+                if (kind == Kind.ROW and keys[number] is None and head is not None
+                        and (head.event_name, head.event_id) in sent):
+                    staged[number] = (Kind.SENT, unknown, head, errors, mapped)
         return self._joined(staged)
 
     def _joined(self, staged: list[Staged]) -> list[Staged]:
@@ -155,7 +133,7 @@ class Stager:
         (events.join): one batched lookup per chunk, not one query per record."""
         prefetch = getattr(self.builder.referrals, "prefetch", None)
         if prefetch is not None:
-            prefetch(self.builder, [(item.head, item.record) for item in staged if item.kind == Kind.ROW])
+            prefetch(self.builder, [(head, record) for kind, _, head, _, record in staged if kind == Kind.ROW])
         return staged
 
 
@@ -189,6 +167,6 @@ def item_of(staged: Staged, line: int, index: int, raw: Any, body: Any = None) -
     """The StagedItem of a record staged in this process (`raw`: the record as read)."""
     kind, unknown, head, errors, record = staged
     if head is None:
-        return staged_item_of((kind, line, index, unknown, None, None, None, True, errors, None, None))
-    return staged_item_of((kind, line, index, unknown, head.event_name, head.event_id, head.event_time,
-                           head.time_given, errors, body, (raw,) if kind == _SENT else (record, head)))
+        return (kind, line, index, unknown, None, None, None, True, errors, None, None)
+    return (kind, line, index, unknown, head.event_name, head.event_id, head.event_time,
+            head.time_given, errors, body, (raw,) if kind == _SENT else (record, head))

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 # Plain ints on the wire: an IntEnum member would be pickled as a reference to its class.
 _ROW, _SENT, _NESTED = int(Kind.ROW), int(Kind.SENT), int(Kind.NESTED)
-_AS_LOCAL = Staged(int(Kind.LOCAL), (), None, None, None)  # too deep to pickle: the parent stages it
+_AS_LOCAL: Staged = (int(Kind.LOCAL), (), None, None, None)  # too deep to pickle: the parent stages it
 
 
 def import_builder() -> None:
