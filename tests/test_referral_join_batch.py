@@ -242,3 +242,12 @@ def test_a_phone_read_in_its_rows_country_is_joined_in_the_chunks_lookup(tmp_pat
     assert '"CLID-7"' in built[7][1]
     lookups = [s for s in statements if "FROM referrals" in s]
     assert 0 < len(lookups) <= 2 * 2 * 2, len(lookups)
+
+
+def test_the_join_reads_the_ledger_through_a_memory_map(tmp_path: Path) -> None:
+    """The join's lookups land on random pages of a large file: it reads through a memory map
+    (a page the OS holds is read in place), not only SQLite's page cache."""
+    with Ledger.open(tmp_path / "ledger.sqlite3") as ledger:
+        assert ledger._conn.execute("PRAGMA mmap_size").fetchone()[0] == 0  # not for every command
+        ledger.latest_whatsapp_referrals([(("919876543210",), NOW)], 86400)
+        assert ledger._conn.execute("PRAGMA mmap_size").fetchone()[0] >= 1 << 28

@@ -127,6 +127,8 @@ def resolve_name(name: str) -> str | None:
 
 def first_value(value: Any) -> str | None:
     """A field's value as one trimmed string (the first of several), or None when empty."""
+    if value is None:  # an absent field, asked for often: answered first
+        return None
     if type(value) is str:
         value = value.strip()
         return value or None

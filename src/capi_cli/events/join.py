@@ -10,7 +10,7 @@ answer is always the store's answer: a chunk batched or not, in workers or not, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from capi_cli.events.build import EventBuilder, Head
@@ -26,7 +26,8 @@ class BatchStore(Protocol):
     def latest_whatsapp_referral(self, user: str, at: int, window_seconds: int) -> dict[str, Any] | None: ...
 
     def latest_whatsapp_referrals(
-        self, asks: Sequence[tuple[Sequence[str], int]], window_seconds: int
+        self, asks: Sequence[tuple[Sequence[str], int]], window_seconds: int,
+        digests: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any] | None]: ...
 
     def account_for_user(self, channel: str, user_id: str) -> str | None: ...
@@ -48,6 +49,7 @@ class BatchedJoin:
     def prefetch(self, builder: EventBuilder, rows: Iterable[tuple[Head, dict[str, Any]]]) -> None:
         """Look up, at once, every referral `builder.body` will ask for these (head, record) pairs."""
         asks: dict[tuple[str, int], None] = {}
+        digests: dict[str, str] = {}  # a phone's SHA-256, as `ph` has it: its stored customer key
         users: dict[str, set[str]] = {"messenger": set(), "instagram": set()}
         for head, record in rows:
             channel = head.channel
@@ -55,7 +57,7 @@ class BatchedJoin:
                 at = head.event_time
                 if at is None or first_value(record.get("ctwa_clid")) is not None:
                     continue
-                for user in whatsapp_candidates(builder, record):
+                for user in whatsapp_candidates(builder, record, digests):
                     asks[(user, at)] = None
             elif channel in _ACCOUNT_FIELDS:
                 user_field, account_field = _ACCOUNT_FIELDS[channel]
@@ -64,7 +66,7 @@ class BatchedJoin:
                     users[channel].add(customer)
         window = builder.window_seconds
         questions = list(asks)
-        answers = self.store.latest_whatsapp_referrals([((user,), at) for user, at in questions], window)
+        answers = self.store.latest_whatsapp_referrals([((user,), at) for user, at in questions], window, digests)
         self._latest = dict(zip(questions, answers, strict=True))
         self._window = window
         self._accounts = {}
@@ -88,17 +90,20 @@ class BatchedJoin:
             return self.store.account_for_user(channel, user_id)
 
 
-def whatsapp_candidates(builder: EventBuilder, record: dict[str, Any]) -> list[str]:
+def whatsapp_candidates(builder: EventBuilder, record: dict[str, Any], digests: dict[str, str]) -> list[str]:
     """The users EventBuilder.body looks a WhatsApp record up by, in its order: the wa_id, the
     phone as `ph` normalizes it (the first value that normalizes, as body hashes it), the BSUID.
 
     The phone is normalized and hashed here through the builder's own cache, where body finds
-    it: each phone is normalized once, not once here and once again in body."""
+    it: each phone is normalized once, not once here and once again in body. Its hash (the
+    referral store's key for it) goes into `digests`."""
     raw = record["ph"] if "ph" in record else record.get("wa_id")
     phone: str | None = None
     if raw is not None:
         builder._digests.setdefault("ph", {})
-        phone = builder._hash_field("ph", raw, builder.phone_context(record), [])[1]
+        hashes, phone = builder._hash_field("ph", raw, builder.phone_context(record), [])
+        if phone is not None:
+            digests[phone] = hashes[0]
     return builder._whatsapp_users(record, phone)  # the same list body asks for
 
 

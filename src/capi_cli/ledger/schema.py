@@ -242,6 +242,7 @@ EVENT_COLUMNS = (
 SQL_CHUNK = 500  # SQLite host-parameter budget per IN (...) query
 SEND_WAL_AUTOCHECKPOINT_PAGES = 20000  # ~80 MB of WAL between checkpoints while a send runs
 SEND_CACHE_KIB = 32768  # page cache of the sending connection
+JOIN_MMAP_BYTES = 1 << 30  # memory map of the referral join's reads (virtual; the OS holds the pages)
 
 
 def split_sql(script: str) -> list[str]:

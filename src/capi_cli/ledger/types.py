@@ -124,7 +124,8 @@ class LedgerStore(Protocol):
     def account_for_user(self, channel: str, user_id: str) -> str | None: ...
 
     def latest_whatsapp_referrals(
-        self, asks: Sequence[tuple[Sequence[str], int]], window_seconds: int
+        self, asks: Sequence[tuple[Sequence[str], int]], window_seconds: int,
+        digests: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any] | None]:
         """The join for many orders at once (ledger.referrals): one indexed lookup per chunk."""
         ...
