@@ -127,6 +127,22 @@ def test_the_next_batch_is_claimed_while_a_request_is_out(graph: GraphStandin, l
     assert set(states(ledger).values()) == {"sent"}
 
 
+def test_concurrency_one_sends_batches_in_input_order(graph: GraphStandin, ledger: Ledger,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches take their request turns in the order they were handed out: the first batch's slow
+    claim does not let the second one go first."""
+    real = ledger.begin_batch
+
+    def slow_first(dataset_id: str, batch_id: str, events: Any) -> Any:
+        if batch_id.endswith("-000001"):
+            time.sleep(0.2)
+        return real(dataset_id, batch_id, events)
+
+    monkeypatch.setattr(ledger, "begin_batch", slow_first)
+    send(graph, ledger, evs(30), replace(FAST, concurrency=1))
+    assert [r.body["data"][0]["event_id"] for r in graph.requests if r.body] == ["o0", "o10", "o20"]
+
+
 def test_reading_overlaps_sending_and_stays_bounded(graph: GraphStandin, ledger: Ledger) -> None:
     graph.latency = 0.05
     pulled = 0

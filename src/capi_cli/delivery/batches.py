@@ -7,7 +7,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from capi_cli.delivery.answers import Outcome, OutcomeKind
@@ -33,6 +34,53 @@ def json_of(event: DeliverableEvent) -> str:
     return text if type(text) is str else payload_json(event.payload)
 
 
+class RequestTurns:
+    """The --concurrency request slots, taken in the order the batches were handed out (a ticket
+    each), so `--concurrency 1` sends them in input order however long each one's claim took.
+    A ticket whose batch will not send (nothing left to claim, a stop, an error) is passed."""
+
+    def __init__(self, slots: int) -> None:
+        self._cond = threading.Condition()
+        self._free = slots
+        self._issued = 0
+        self._next = 0  # the ticket whose turn is next
+        self._passed: set[int] = set()
+
+    def ticket(self) -> int:
+        with self._cond:
+            self._issued += 1
+            return self._issued - 1
+
+    @contextmanager
+    def turn(self, ticket: int) -> Iterator[None]:
+        with self._cond:
+            while ticket != self._next or self._free == 0:
+                self._cond.wait()
+            self._free -= 1
+            self._advance()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._free += 1
+                self._cond.notify_all()
+
+    def pass_(self, ticket: int) -> None:
+        """Give up `ticket` if its turn has not come (else nothing: it was taken or passed)."""
+        with self._cond:
+            if ticket == self._next:
+                self._advance()
+            elif ticket > self._next:
+                self._passed.add(ticket)
+
+    def _advance(self) -> None:
+        self._next += 1
+        while self._next in self._passed:
+            self._passed.remove(self._next)
+            self._next += 1
+        self._cond.notify_all()
+
+
 class BatchSender:
     """Sends one batch at a time from a worker thread; the state it shares with the main thread
     is set up by delivery.engine._Delivery."""
@@ -49,19 +97,23 @@ class BatchSender:
     _pause_until: float
     _was_sent: set[tuple[str, str]]
     _claim_from: dict[tuple[str, str], str]
-    _request_slots: threading.Semaphore
+    _request_turns: RequestTurns
     _worker_error: BaseException | None
 
-    def _run_batch(self, events: list[DeliverableEvent], batch_id: str) -> None:
+    def _run_batch(self, events: list[DeliverableEvent], batch_id: str, ticket: int) -> None:
         try:
-            self._send(events, batch_id, isolating=False)
+            self._send(events, batch_id, isolating=False, ticket=ticket)
         except BaseException as exc:  # a bug or a ledger failure: stop the run, re-raise in the caller
             with self._lock:
                 if self._worker_error is None:
                     self._worker_error = exc
             self.stop.set()
+        finally:
+            self._request_turns.pass_(ticket)
 
-    def _send(self, events: list[DeliverableEvent], batch_id: str, *, isolating: bool) -> None:
+    def _send(
+        self, events: list[DeliverableEvent], batch_id: str, *, isolating: bool, ticket: int | None = None
+    ) -> None:
         assert self.ledger is not None and self.client is not None
         ledger, n = self.ledger, len(events)
         with self._lock:
@@ -74,38 +126,46 @@ class BatchSender:
         payloads: list[Any] = ([json_of(e) for e in events] if send_json is not None
                                else [e.payload for e in events])
         attempt = 0
+        turns = self._request_turns
         while True:
-            if self.stop.is_set() or not self._wait_for_pause():
-                # Not (re)sent: never begun, or settled `failed` after the last refusal/attempt.
-                self._count_not_sent(n, first=attempt == 0 and not isolating)
-                return
-            claimed = ledger.begin_batch(self.dataset_id, batch_id, pending)
-            if len(claimed) < n:
-                # Another run (PostgreSQL: several at once) holds or sent the rest: not ours to send.
-                kept = [i for i, key in enumerate(keys) if key in claimed]
-                with self._lock:
-                    self.summary.skipped += n - len(kept)
-                events, pending = [events[i] for i in kept], [pending[i] for i in kept]
-                keys, payloads = [keys[i] for i in kept], [payloads[i] for i in kept]
-                if not (n := len(events)):
-                    return
-            with self._request_slots:
-                if self.summary.fatal is not None or not self._wait_for_pause():
-                    # A fatal answer (a bad token: every request would get it), or a stop during
-                    # a throttle, while this batch waited for its request: claimed, never sent.
-                    # (A Ctrl-C lets a begun batch go.)
-                    self._settle(batch_id, keys, LedgerState.FAILED, None)
+            # The first attempt's turn was given when the batch was handed out; a retry or an
+            # isolated half queues up behind the batches handed out since.
+            turn = ticket if ticket is not None else turns.ticket()
+            ticket = None
+            try:
+                if self.stop.is_set() or not self._wait_for_pause():
+                    # Not (re)sent: never begun, or settled `failed` after the last refusal/attempt.
                     self._count_not_sent(n, first=attempt == 0 and not isolating)
                     return
-                if send_json is not None:
-                    outcome = send_json(self.dataset_id, payloads)
-                else:
-                    outcome = self.client.send_events(self.dataset_id, payloads)
-                # What stops the run is decided before the slot frees, so no waiting batch goes.
-                if outcome.kind is OutcomeKind.FATAL:
-                    self._fatal(outcome.setup_error())
-                elif outcome.kind is OutcomeKind.REFUSED and n == 1:
-                    self._note_singleton_refusal(outcome)
+                claimed = ledger.begin_batch(self.dataset_id, batch_id, pending)
+                if len(claimed) < n:
+                    # Another run (PostgreSQL: several at once) holds or sent the rest: not ours.
+                    kept = [i for i, key in enumerate(keys) if key in claimed]
+                    with self._lock:
+                        self.summary.skipped += n - len(kept)
+                    events, pending = [events[i] for i in kept], [pending[i] for i in kept]
+                    keys, payloads = [keys[i] for i in kept], [payloads[i] for i in kept]
+                    if not (n := len(events)):
+                        return
+                with turns.turn(turn):
+                    if self.summary.fatal is not None or not self._wait_for_pause():
+                        # A fatal answer (a bad token: every request would get it), or a stop during
+                        # a throttle, while this batch waited for its turn: claimed, never sent.
+                        # (A Ctrl-C lets a begun batch go.)
+                        self._settle(batch_id, keys, LedgerState.FAILED, None)
+                        self._count_not_sent(n, first=attempt == 0 and not isolating)
+                        return
+                    if send_json is not None:
+                        outcome = send_json(self.dataset_id, payloads)
+                    else:
+                        outcome = self.client.send_events(self.dataset_id, payloads)
+                    # What stops the run is decided before the slot frees, so no waiting batch goes.
+                    if outcome.kind is OutcomeKind.FATAL:
+                        self._fatal(outcome.setup_error())
+                    elif outcome.kind is OutcomeKind.REFUSED and n == 1:
+                        self._note_singleton_refusal(outcome)
+            finally:
+                turns.pass_(turn)
             with self._lock:
                 self.summary.requests += 1
             kind = outcome.kind

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
-from capi_cli.delivery.batches import BatchSender, json_of
+from capi_cli.delivery.batches import BatchSender, RequestTurns, json_of
 from capi_cli.delivery.skip import LedgerSkip, ledger_skip
 from capi_cli.delivery.types import (
     SUMMARY_KEYS,
@@ -116,12 +116,12 @@ class _Delivery(BatchSender):
         self._in_flight = 0
         self._started = time.monotonic()
         self._last_progress = 0.0
-        # Batches in progress (claimed, waiting for a request slot, sending or settling) are
-        # bounded at twice the concurrency; requests to Meta at the concurrency itself
-        # (BatchSender._request_slots). A batch's ledger work (its claim before the request, its
-        # settle after) thus overlaps other batches' requests instead of holding a request slot.
+        # Batches in progress (claimed, waiting for their turn, sending or settling) are bounded at
+        # twice the concurrency; requests to Meta at the concurrency itself, in the order the
+        # batches were handed out (RequestTurns). A batch's ledger work (its claim before the
+        # request, its settle after) thus overlaps other batches' requests.
         self._slots = threading.Semaphore(2 * options.concurrency)
-        self._request_slots = threading.Semaphore(options.concurrency)
+        self._request_turns = RequestTurns(options.concurrency)
         self._futures: set[Future[None]] = set()
         self._worker_error: BaseException | None = None
         # --resend: keys the ledger had `sent`. Meta counted them once, so they stay `sent` whatever
@@ -258,7 +258,7 @@ class _Delivery(BatchSender):
         batch_id = f"{self._run_id}-{self._batch_number:06d}"
         with self._lock:
             self._in_flight += 1
-        future = executor.submit(self._run_batch, events, batch_id)
+        future = executor.submit(self._run_batch, events, batch_id, self._request_turns.ticket())
         self._futures.add(future)
         future.add_done_callback(self._batch_done)
         self._futures = {f for f in self._futures if not f.done()}

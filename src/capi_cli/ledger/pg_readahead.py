@@ -2,8 +2,9 @@
 
 A re-run reads its file in the order the first run recorded it, so the rows of the next chunks
 follow, by id, the rows of this one. Each lookup that has to go to the server also brings back
-the rows recorded after the first key found (a window of WINDOW rows, by the primary key), and
-later chunks whose keys are all in the window are answered from it. Only `sent` is trusted from
+the rows recorded after the first key found (a window of rows by the primary key, WINDOW at
+first and twice as many each time the last window was used up), and later chunks whose keys are
+all in the window are answered from it. Only `sent` is trusted from
 the window, as in any read: a key not found there, or found in another state, is asked again (or
 left to delivery's own lookup and the claims), so the answer is never "sent" for an event that
 was not.
@@ -16,13 +17,15 @@ from typing import Any
 
 from capi_cli.ledger.schema import EventKey
 
-WINDOW = 8192
+WINDOW = 8192  # the first window's rows; each window after it twice the last, up to MAX_WINDOW
+MAX_WINDOW = 65536  # ~10 MB of keys held at most
 
 
 class ReadAhead:
     def __init__(self) -> None:
         self._dataset: str | None = None
         self._states: dict[EventKey, str] = {}
+        self._size = WINDOW
 
     def answer(self, dataset_id: str, keys: Sequence[EventKey]) -> set[EventKey] | None:
         """The sent keys among `keys` when the window holds them all, else None (ask the server)."""
@@ -38,9 +41,11 @@ class ReadAhead:
         if not found:
             return
         start = min(row_id for row_id, _ in found.values())
+        if self._states:  # a window was used up: the run is reading on in the ledger's order
+            self._size = min(self._size * 2, MAX_WINDOW)
         rows = reader.execute(
             "SELECT event_name, event_id, state FROM events WHERE id >= %s AND id < %s AND dataset_id = %s",
-            (start, start + WINDOW, dataset_id), prepare=False,
+            (start, start + self._size, dataset_id), prepare=False,
         ).fetchall()
         self._dataset = dataset_id
         self._states = {(name, event_id): state for name, event_id, state in rows}

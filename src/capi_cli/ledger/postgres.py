@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
+import orjson
+
 from capi_cli.errors import SetupError
 from capi_cli.ledger.facts import RunStore, fact_columns, resolve_referrals
 from capi_cli.ledger.location import LedgerRef, shown
@@ -44,8 +46,20 @@ _GONE = "the run that sent this batch ended before Meta's answer was recorded"
 # The report facts a claim writes (a re-claim refreshes them, as SQLite's begin_batch does), in
 # fact_columns' order: the columns, their arrays' types, and their names in the claim's unnest.
 _FACTS = "channel, value, currency, referral_key, ad_id, attribution, match_keys"
-_FACT_ARRAYS = "%s::text[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]"
-_FACT_NAMES = "c, v, cu, r, a, m, k"
+# A batch's rows travel as one JSON parameter, read by the server: psycopg dumps a Python list to
+# an array at ~1 µs an element (13 columns of 1,000 events: 11 ms of the client's CPU a claim);
+# orjson writes the JSON in a twentieth of that. Each row: (name, id, time, source, line, hash,
+# the facts in fact_columns' order[, the state the run read]).
+_ROWS = ("SELECT j->>0 AS n, j->>1 AS i, (j->>2)::bigint AS t, j->>3 AS s, (j->>4)::bigint AS l, j->>5 AS h, "
+         "j->>6 AS c, (j->>7)::float8 AS v, j->>8 AS cu, j->>9 AS r, j->>10 AS a, j->>11 AS m, j->>12 AS k, "
+         "j->>13 AS x FROM json_array_elements(%s::json) AS j")
+# A list of event ids as one JSON parameter, probed on the key's unique index (the ARRAY is
+# worked out once, before the scan).
+_IDS = "ARRAY(SELECT json_array_elements_text(%s::json))"
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
@@ -254,8 +268,8 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
         for name, ids in _ids_by_name(keys).items():
             rows = reader.raw.execute(
                 f"SELECT event_id{select} FROM events WHERE dataset_id = %s AND event_name = %s "
-                f"AND event_id = ANY(%s){condition}",
-                (dataset_id, name, ids), prepare=False,
+                f"AND event_id = ANY({_IDS}){condition}",
+                (dataset_id, name, _json(ids)), prepare=False,
             ).fetchall()
             for row in rows:
                 yield (name, *row)
@@ -308,12 +322,8 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
     ) -> set[EventKey]:
         import psycopg
 
-        columns: tuple[list[Any], ...] = (
-            [e.event_name for e in events], [e.event_id for e in events], [e.event_time for e in events],
-            [e.source for e in events], [e.line for e in events], [e.payload_hash for e in events],
-            # channel, value, currency, referral_key, ad_id, attribution, match_keys (fact_columns)
-            *([list(column) for column in zip(*facts, strict=True)] or [[] for _ in _FACT_NAMES.split(",")]),
-        )
+        rows = [(e.event_name, e.event_id, e.event_time, e.source, e.line, e.payload_hash, *fact)
+                for e, fact in zip(events, facts, strict=True)]
         raw = self._sending_connection()
         try:
             with raw.transaction():
@@ -321,28 +331,25 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
                     "INSERT INTO events (dataset_id, event_name, event_id, state, event_time, batch_id, "
                     "attempts, source, line, payload_hash, created_at, updated_at, run_id, "
                     f"{_FACTS}) "
-                    "SELECT %s, n, i, 'in_flight', t, %s, 1, s, l, h, %s, %s, %s, c, v, cu, r, a, m, k FROM unnest("
-                    f"%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::text[], {_FACT_ARRAYS}) "
-                    f"AS u(n, i, t, s, l, h, {_FACT_NAMES}) ORDER BY n, i "
+                    "SELECT %s, n, i, 'in_flight', t, %s, 1, s, l, h, %s, %s, %s, c, v, cu, r, a, m, k "
+                    f"FROM ({_ROWS}) AS u ORDER BY n, i "
                     "ON CONFLICT (dataset_id, event_name, event_id) DO NOTHING RETURNING event_name, event_id",
-                    (dataset_id, batch_id, now, now, self.run_id, *columns), prepare=False,
+                    (dataset_id, batch_id, now, now, self.run_id, _json(rows)), prepare=False,
                 ).fetchall()}
                 rest = [i for i, e in enumerate(events) if (e.event_name, e.event_id) not in claimed]
                 if rest:
-                    picked = [[column[i] for i in rest] for column in columns]
-                    expected = [events[i].claim_from for i in rest]
+                    # Rows this run read before (their state must be still that one, or `failed`).
+                    again = [(*rows[i], events[i].claim_from) for i in rest]
                     claimed.update(tuple(row) for row in raw.execute(
                         "UPDATE events e SET state = 'in_flight', event_time = u.t, batch_id = %s, "
                         "attempts = e.attempts + 1, source = u.s, line = u.l, payload_hash = u.h, "
                         "updated_at = %s, run_id = %s, error_code = NULL, error_subcode = NULL, "
                         "error_message = NULL, channel = u.c, value = u.v, currency = u.cu, referral_key = u.r, "
-                        "ad_id = u.a, attribution = u.m, match_keys = u.k FROM unnest(%s::text[], %s::text[], "
-                        f"%s::bigint[], %s::text[], %s::bigint[], %s::text[], {_FACT_ARRAYS}, %s::text[]) "
-                        f"AS u(n, i, t, s, l, h, {_FACT_NAMES}, x) "
+                        f"ad_id = u.a, attribution = u.m, match_keys = u.k FROM ({_ROWS}) AS u "
                         "WHERE e.dataset_id = %s AND e.event_name = u.n AND e.event_id = u.i "
                         "AND e.state <> 'in_flight' AND (e.state = 'failed' OR e.state = u.x) "
                         "RETURNING e.event_name, e.event_id",
-                        (batch_id, now, self.run_id, *picked, expected, dataset_id), prepare=False,
+                        (batch_id, now, self.run_id, _json(again), dataset_id), prepare=False,
                     ).fetchall())
             self._note_claimed(raw, len(claimed))
         except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
@@ -370,9 +377,9 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
                 tx.connection.execute(
                     "UPDATE events SET state = %s, batch_id = %s, error_code = %s, error_subcode = %s, "
                     "error_message = %s, fbtrace_id = %s, updated_at = %s WHERE dataset_id = %s "
-                    "AND event_name = %s AND event_id = ANY(%s) AND run_id = %s AND state = 'in_flight'",
+                    f"AND event_name = %s AND event_id = ANY({_IDS}) AND run_id = %s AND state = 'in_flight'",
                     (str(LedgerState(state)), batch_id, error_code, error_subcode, error_message, fbtrace_id,
-                     now, dataset_id, name, ids, self.run_id), prepare=False,
+                     now, dataset_id, name, _json(ids), self.run_id), prepare=False,
                 )
 
     def forget(
