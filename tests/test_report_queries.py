@@ -99,3 +99,12 @@ def test_an_older_ledger_migrates_to_events_converted_and_reports_the_same(tmp_p
     assert (rows[AD_B]["conversations"], rows[AD_B]["converted_conversations"]) == (1, 0)
     assert after["coverage"]["rejected"] == 1 and after["coverage"]["events_sent"] == (4 if dataset is None else 3)
 
+
+def test_postgres_report_reads_are_not_jit_compiled(pg_url: str) -> None:
+    """PostgreSQL compiled the report's reads of a large ledger (their estimated cost is high),
+    which took longer than it saved; the session's own setting is left as it was."""
+    from capi_cli.ledger.postgres import PostgresLedger
+
+    with PostgresLedger.open(pg_url) as ledger:
+        assert ledger.report_query("SELECT current_setting('jit')") == [("off",)]
+        assert ledger._raw.execute("SELECT current_setting('jit')").fetchone()[0] == "on"

@@ -158,4 +158,7 @@ class RunStore:
     def report_query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """A read for capi_cli.report: its SQL is portable (standard SQL, `?` placeholders)."""
         with self._lock, self._errors():
-            return self._conn.execute(sql, list(params)).fetchall()
+            return self._report_read(self._conn, sql, params)
+
+    def _report_read(self, conn: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return conn.execute(sql, list(params)).fetchall()
