@@ -48,6 +48,22 @@ def test_the_reads_keep_to_their_indexes_with_a_dataset(tmp_path: Path) -> None:
         assert "INDEX events_converted (referral_key=? AND channel=? AND event_time<?)" in conversations, conversations
 
 
+def test_the_two_long_reads_run_on_two_connections(tmp_path: Path) -> None:
+    """Every sent event on the ledger's connection, the probe per conversation on its second one
+    at the same time (report.build._long_reads): on two cores, the report takes the longer read
+    instead of their sum."""
+    _ledger_before_events_converted(tmp_path / "ledger.sqlite3")
+    with Ledger.open(tmp_path / "ledger.sqlite3") as ledger:
+        on: dict[str, list[str]] = {"main": [], "second": []}
+        ledger._conn.set_trace_callback(on["main"].append)
+        ledger._read_connection().set_trace_callback(on["second"].append)
+        document = build_report(ledger, Period(T - 86400, T, DATASET)).to_dict()
+    assert any(sql.startswith("SELECT 'sent'") for sql in on["main"])
+    assert [sql for sql in on["second"] if sql.startswith("SELECT")] == [
+        next(sql for sql in on["second"] if sql.startswith("SELECT r.channel, r.ad_id"))]
+    assert {row["ad_id"]: row["converted_conversations"] for row in document["rows"]} == {AD_A: 1, AD_B: 0, None: 0}
+
+
 def _ledger_before_events_converted(path: Path) -> None:
     """A ledger as the capi before events_converted wrote it (the migrations before the one that
     makes it, found by what it does), with events of two datasets around the period's end."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -98,14 +99,18 @@ def build_report(
 ) -> Report:
     if by not in GROUPINGS:
         raise ValueError(f"by must be one of {GROUPINGS}")
-    scan = queries.event_groups(source, period)
+    conversations: list[tuple[Any, ...]] = []
+    if by == "day":
+        scan = queries.event_groups(source, period)
+    else:
+        scan, conversations = _long_reads(source, period)
     sent = [row for row in scan if row[0] == "sent"]
     if by == "ad":
-        rows = _by_ad(source, period, sent)
+        rows = _by_ad(conversations, sent)
     elif by == "channel":
-        rows = _by_channel(source, period, sent)
+        rows = _by_channel(conversations, sent)
     elif by == "event":
-        rows = _by_event(source, period, sent)
+        rows = _by_event(source, period, conversations, sent)
     else:
         rows = _by_day(source, period, tz)
     report = Report(period.since, period.until, by, rows, _coverage(source, period, scan), _runs(source, period))
@@ -123,11 +128,22 @@ def _group(groups: dict[Any, Group], key: Any) -> Group:
     return group
 
 
-def _by_ad(source: ReportSource, period: Period, sent: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+def _long_reads(source: ReportSource, period: Period) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(event_groups, conversation_groups): the report's two long reads (every sent event of the
+    period; a probe per conversation), at once when the ledger has a second connection for the
+    second, so that each takes a core of the database (SQLite and psycopg let go of Python's lock
+    while the database works)."""
+    reader = getattr(source, "report_reader", None)
+    if reader is None:
+        return queries.event_groups(source, period), queries.conversation_groups(source, period)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        conversations = pool.submit(queries.conversation_groups, reader(), period)
+        return queries.event_groups(source, period), conversations.result()
+
+
+def _by_ad(conversation_groups: list[tuple[Any, ...]], sent: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     groups: dict[str | None, Group] = {}
-    for channel, ad_id, conversations, converted, first, last, headline, url in queries.conversation_groups(
-        source, period
-    ):
+    for channel, ad_id, conversations, converted, first, last, headline, url in conversation_groups:
         group = _group(groups, ad_id)
         group.conversations += int(conversations)
         group.converted += int(converted)
@@ -152,9 +168,9 @@ def _by_ad(source: ReportSource, period: Period, sent: list[tuple[Any, ...]]) ->
     return rows
 
 
-def _by_channel(source: ReportSource, period: Period, sent: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+def _by_channel(conversation_groups: list[tuple[Any, ...]], sent: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     groups: dict[str | None, Group] = {}
-    for channel, _, conversations, converted, first, last, _, _ in queries.conversation_groups(source, period):
+    for channel, _, conversations, converted, first, last, _, _ in conversation_groups:
         group = _group(groups, channel)
         group.conversations += int(conversations)
         group.converted += int(converted)
@@ -168,9 +184,11 @@ def _by_channel(source: ReportSource, period: Period, sent: list[tuple[Any, ...]
     return rows
 
 
-def _by_event(source: ReportSource, period: Period, sent: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+def _by_event(
+    source: ReportSource, period: Period, conversation_groups: list[tuple[Any, ...]], sent: list[tuple[Any, ...]]
+) -> list[dict[str, Any]]:
     """One row per event name: how many of the period's conversations reached it (a funnel)."""
-    total = sum(int(row[2]) for row in queries.conversation_groups(source, period))
+    total = sum(int(row[2]) for row in conversation_groups)
     converted = dict(queries.converted_by_event(source, period))
     groups: dict[str, Group] = {}
     for _, _, _, name, currency, _, count, value, first, last in sent:
