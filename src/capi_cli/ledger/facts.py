@@ -127,6 +127,7 @@ class RunStore:
 
     _conn: Any  # sqlite3.Connection, or PostgreSQL's TranslatingConnection (`?` SQL on both)
     _lock: threading.RLock
+    _reader_lock: threading.Lock  # guards the second connection (_read_connection)
 
     def _tx(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
@@ -158,4 +159,27 @@ class RunStore:
     def report_query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """A read for capi_cli.report: its SQL is portable (standard SQL, `?` placeholders)."""
         with self._lock, self._errors():
-            return self._conn.execute(sql, list(params)).fetchall()
+            return self._report_read(self._conn, sql, params)
+
+    def report_reader(self) -> SecondReader:
+        """The same reads on the ledger's second connection (the one a send reads on), so that
+        capi_cli.report can run its two long reads at once, each on a core of the database."""
+        return SecondReader(self)
+
+    def _report_read(self, conn: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return conn.execute(sql, list(params)).fetchall()
+
+    def _read_connection(self) -> Any:
+        raise NotImplementedError
+
+
+class SecondReader:
+    """A ReportSource (capi_cli.report) on a ledger's second connection."""
+
+    def __init__(self, ledger: RunStore) -> None:
+        self._ledger = ledger
+
+    def report_query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        ledger = self._ledger
+        with ledger._reader_lock, ledger._errors():
+            return ledger._report_read(ledger._read_connection(), sql, params)

@@ -163,6 +163,14 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _report_read(self, conn: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """A read for capi_cli.report (RunStore's), with no JIT compilation: the planner estimates
+        a report's reads of a large ledger dear enough to compile them, which cost more than it
+        saved (0.24 s of the 0.9 s that counting converted conversations took)."""
+        with conn.raw.transaction():
+            conn.raw.execute("SET LOCAL jit = off")
+            return list(conn.execute(sql, params).fetchall())
+
     # -- runs: registration and liveness ---------------------------------------------------------
 
     @contextmanager

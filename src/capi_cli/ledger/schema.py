@@ -157,6 +157,7 @@ MIGRATIONS: list[str | DialectSQL] = [
     # after the grouped columns puts each new row at the end of its group: settling a batch touches
     # a page per ad in it, not a page per event (a key in event-time order cost a send 15% more).
     # events_referral answers "did this conversation convert?"; only events tied to one are in it.
+    # (Both indexes were remade for the report's speed: see the migration after the next.)
     """
     ALTER TABLE events ADD COLUMN channel TEXT;
     ALTER TABLE events ADD COLUMN value DOUBLE PRECISION;
@@ -201,6 +202,22 @@ MIGRATIONS: list[str | DialectSQL] = [
         started_at REAL NOT NULL,
         lock_key   INTEGER NOT NULL
     );
+    """,
+    # `capi report` over a million events (SPEC §10: under 2 s). With a dataset, SQLite (which
+    # plans with no statistics) answered `dataset_id = ?` from the event key's index, then looked up
+    # and sorted every sent event (2.2 s instead of 0.5): events_by_ad now begins with dataset_id,
+    # so the same equality is answered there and the rows still come in the order the report
+    # groups them. "Did this conversation convert by the period's end (in this dataset)?" is asked
+    # once per referral of the period: events_referral found the key, but each probe then read
+    # table rows for event_time and dataset_id (0.8 s); events_converted holds both (0.4 s). Each
+    # replaces an index, so a send keeps as many up to date as before.
+    """
+    DROP INDEX IF EXISTS events_by_ad;
+    CREATE INDEX events_by_ad ON events (dataset_id, ad_id, event_name, currency, match_keys, channel, id,
+                                         event_time, value) WHERE state = 'sent';
+    DROP INDEX IF EXISTS events_referral;
+    CREATE INDEX events_converted ON events (referral_key, channel, event_time, dataset_id)
+        WHERE state = 'sent' AND referral_key IS NOT NULL;
     """,
 ]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -45,10 +46,15 @@ class Group:
     source_url: str | None = None
 
     def seen(self, first: Any, last: Any) -> None:
+        # Called per row read (60,000 on a large ledger): comparisons, not min()/max() calls.
         if first is not None:
-            self.first = int(first) if self.first is None else min(self.first, int(first))
+            first = int(first)
+            if self.first is None or first < self.first:
+                self.first = first
         if last is not None:
-            self.last = int(last) if self.last is None else max(self.last, int(last))
+            last = int(last)
+            if self.last is None or last > self.last:
+                self.last = last
 
     def add_events(self, name: str, count: int, currency: str | None, value: Any) -> None:
         self.events[name] += int(count)
@@ -93,14 +99,18 @@ def build_report(
 ) -> Report:
     if by not in GROUPINGS:
         raise ValueError(f"by must be one of {GROUPINGS}")
-    scan = queries.event_groups(source, period)
+    conversations: list[tuple[Any, ...]] = []
+    if by == "day":
+        scan = queries.event_groups(source, period)
+    else:
+        scan, conversations = _long_reads(source, period)
     sent = [row for row in scan if row[0] == "sent"]
     if by == "ad":
-        rows = _by_ad(source, period, sent)
+        rows = _by_ad(conversations, sent)
     elif by == "channel":
-        rows = _by_channel(source, period, sent)
+        rows = _by_channel(conversations, sent)
     elif by == "event":
-        rows = _by_event(source, period, sent)
+        rows = _by_event(source, period, conversations, sent)
     else:
         rows = _by_day(source, period, tz)
     report = Report(period.since, period.until, by, rows, _coverage(source, period, scan), _runs(source, period))
@@ -110,12 +120,31 @@ def build_report(
     return report
 
 
-def _by_ad(source: ReportSource, period: Period, sent: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+def _group(groups: dict[Any, Group], key: Any) -> Group:
+    """The group of `key`, made on first sight (a setdefault would make a Group per row read)."""
+    group = groups.get(key)
+    if group is None:
+        group = groups[key] = Group()
+    return group
+
+
+def _long_reads(source: ReportSource, period: Period) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(event_groups, conversation_groups): the report's two long reads (every sent event of the
+    period; a probe per conversation), at once when the ledger has a second connection for the
+    second, so that each takes a core of the database (SQLite and psycopg let go of Python's lock
+    while the database works)."""
+    reader = getattr(source, "report_reader", None)
+    if reader is None:
+        return queries.event_groups(source, period), queries.conversation_groups(source, period)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        conversations = pool.submit(queries.conversation_groups, reader(), period)
+        return queries.event_groups(source, period), conversations.result()
+
+
+def _by_ad(conversation_groups: list[tuple[Any, ...]], sent: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     groups: dict[str | None, Group] = {}
-    for channel, ad_id, conversations, converted, first, last, headline, url in queries.conversation_groups(
-        source, period
-    ):
-        group = groups.setdefault(ad_id, Group())
+    for channel, ad_id, conversations, converted, first, last, headline, url in conversation_groups:
+        group = _group(groups, ad_id)
         group.conversations += int(conversations)
         group.converted += int(converted)
         group.seen(first, last)
@@ -123,7 +152,7 @@ def _by_ad(source: ReportSource, period: Period, sent: list[tuple[Any, ...]]) ->
         group.headline = group.headline or headline
         group.source_url = group.source_url or url
     for _, channel, ad_id, name, currency, _, count, value, first, last in sent:
-        group = groups.setdefault(ad_id, Group())
+        group = _group(groups, ad_id)
         group.add_events(name, count, currency, value)
         group.seen(first, last)
         if channel:
@@ -139,15 +168,15 @@ def _by_ad(source: ReportSource, period: Period, sent: list[tuple[Any, ...]]) ->
     return rows
 
 
-def _by_channel(source: ReportSource, period: Period, sent: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+def _by_channel(conversation_groups: list[tuple[Any, ...]], sent: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     groups: dict[str | None, Group] = {}
-    for channel, _, conversations, converted, first, last, _, _ in queries.conversation_groups(source, period):
-        group = groups.setdefault(channel, Group())
+    for channel, _, conversations, converted, first, last, _, _ in conversation_groups:
+        group = _group(groups, channel)
         group.conversations += int(conversations)
         group.converted += int(converted)
         group.seen(first, last)
     for _, channel, _, name, currency, _, count, value, first, last in sent:
-        group = groups.setdefault(channel, Group())
+        group = _group(groups, channel)
         group.add_events(name, count, currency, value)
         group.seen(first, last)
     rows = [{"channel": channel, **group.metrics()} for channel, group in groups.items()]
@@ -155,13 +184,16 @@ def _by_channel(source: ReportSource, period: Period, sent: list[tuple[Any, ...]
     return rows
 
 
-def _by_event(source: ReportSource, period: Period, sent: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+def _by_event(
+    source: ReportSource, period: Period, conversation_groups: list[tuple[Any, ...]], sent: list[tuple[Any, ...]]
+) -> list[dict[str, Any]]:
     """One row per event name: how many of the period's conversations reached it (a funnel)."""
-    total = sum(int(row[2]) for row in queries.conversation_groups(source, period))
+    total = sum(int(row[2]) for row in conversation_groups)
     converted = dict(queries.converted_by_event(source, period))
     groups: dict[str, Group] = {}
     for _, _, _, name, currency, _, count, value, first, last in sent:
-        group = groups.setdefault(name, Group(conversations=total, converted=int(converted.get(name, 0))))
+        group = groups.get(name) or groups.setdefault(
+            name, Group(conversations=total, converted=int(converted.get(name, 0))))
         group.add_events(name, count, currency, value)
         group.seen(first, last)
     rows = [{"event_name": name, **group.metrics()} for name, group in groups.items()]
@@ -176,12 +208,12 @@ def _day(bucket: int, tz: tzinfo) -> str:
 def _by_day(source: ReportSource, period: Period, tz: tzinfo) -> list[dict[str, Any]]:
     groups: dict[str, Group] = {}
     for _, bucket, conversations, converted in queries.conversation_buckets(source, period):
-        group = groups.setdefault(_day(bucket, tz), Group())
+        group = _group(groups, _day(bucket, tz))
         group.conversations += int(conversations)
         group.converted += int(converted)
         group.seen(int(bucket) * BUCKET_SECONDS, int(bucket) * BUCKET_SECONDS)
     for _, name, currency, bucket, count, value in queries.event_buckets(source, period):
-        group = groups.setdefault(_day(bucket, tz), Group())
+        group = _group(groups, _day(bucket, tz))
         group.add_events(name, count, currency, value)
         group.seen(int(bucket) * BUCKET_SECONDS, int(bucket) * BUCKET_SECONDS)
     return [{"day": day, **groups[day].metrics()} for day in sorted(groups)]
@@ -189,18 +221,22 @@ def _by_day(source: ReportSource, period: Period, tz: tzinfo) -> list[dict[str, 
 
 def _coverage(source: ReportSource, period: Period, scan: Iterable[tuple[Any, ...]]) -> dict[str, Any]:
     counts: Counter[str] = Counter()
-    with_ad = known = 0
-    carried: Counter[str] = Counter()
+    with_ad = 0
+    by_keys: Counter[str | None] = Counter()  # sent events per set of match keys (a few sets)
     for state, _, ad_id, _, _, match_keys, count, _, _, _ in scan:
         counts[state] += int(count)
         if state != "sent":
             continue
         if ad_id is not None:
             with_ad += int(count)
+        by_keys[match_keys] += int(count)
+    known = 0
+    carried: Counter[str] = Counter()
+    for match_keys, count in by_keys.items():
         if match_keys is not None:  # NULL: sent before the report facts existed
-            known += int(count)
+            known += count
             for key in filter(None, match_keys.split(",")):
-                carried[key] += int(count)
+                carried[key] += count
     keys = [*HASHED_FIELDS, *sorted(set(carried) - set(HASHED_FIELDS))]
     return {
         "events_sent": counts["sent"],

@@ -43,20 +43,23 @@ class Period:
 
 def event_groups(source: ReportSource, period: Period) -> list[tuple[Any, ...]]:
     """(state, channel, ad_id, event_name, currency, match_keys, events, value, first, last) of
-    the period's sent, rejected and uncertain events. The sent ones are grouped in the order of the
-    partial index events_by_ad, so SQLite streams a million rows instead of sorting them; the
-    others are few (index events_open)."""
+    the period's sent events, and (state, None, None, None, None, None, events, value, first, last)
+    per state of its rejected and uncertain ones (the report counts them, nothing more). The sent
+    ones are grouped in the order of the partial index events_by_ad (dataset first, so that its
+    equality is answered there, and not by the event key's index: see schema.MIGRATIONS), so
+    SQLite streams a million rows instead of sorting them; the others are few (index events_open).
+    A ledger of several datasets read with none gives a row per dataset of a group: build adds
+    them up, as it adds up the channels and match keys of an ad."""
     where, params = period.events_where()
     sent = source.report_query(
         "SELECT 'sent', channel, ad_id, event_name, currency, match_keys, COUNT(*), SUM(value), "
         f"MIN(event_time), MAX(event_time) FROM events WHERE state = 'sent' AND {where} "
-        "GROUP BY ad_id, event_name, currency, match_keys, channel",
+        "GROUP BY dataset_id, ad_id, event_name, currency, match_keys, channel",
         params,
     )
     refused_or_unknown = source.report_query(
-        "SELECT state, channel, ad_id, event_name, currency, match_keys, COUNT(*), SUM(value), "
-        f"MIN(event_time), MAX(event_time) FROM events WHERE state IN ('rejected', 'uncertain') "
-        f"AND state != 'sent' AND {where} GROUP BY state, channel, ad_id, event_name, currency, match_keys",
+        "SELECT state, NULL, NULL, NULL, NULL, NULL, COUNT(*), SUM(value), MIN(event_time), MAX(event_time) "
+        f"FROM events WHERE state IN ('rejected', 'uncertain') AND state != 'sent' AND {where} GROUP BY state",
         params,
     )
     return [*sent, *refused_or_unknown]
@@ -68,8 +71,8 @@ _AD_REFERRAL = "(r.ad_id IS NOT NULL OR r.ctwa_clid IS NOT NULL)"
 
 
 def _converted_test(period: Period) -> tuple[str, list[Any]]:
-    """True for a referral `r` with a sent event up to the period's end (index events_referral
-    answers it alone)."""
+    """True for a referral `r` with a sent event up to the period's end (the covering index
+    events_converted answers it alone)."""
     sql = ("EXISTS (SELECT 1 FROM events e WHERE e.state = 'sent' AND e.referral_key = r.message_key "
            "AND e.channel = r.channel AND e.event_time <= ?")
     params: list[Any] = [period.until]
