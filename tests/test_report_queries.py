@@ -110,6 +110,7 @@ def test_an_older_ledger_migrates_to_events_converted_and_reports_the_same(tmp_p
         indexes = {row[0] for row in ledger._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert after == before
     assert "events_converted" in indexes and "events_referral" not in indexes
+    assert "events_batch" not in indexes  # no query read it; every claim and settle wrote it
     rows = {row["ad_id"]: row for row in after["rows"]}
     assert (rows[AD_A]["conversations"], rows[AD_A]["converted_conversations"]) == (3, 2 if dataset is None else 1)
     assert (rows[AD_B]["conversations"], rows[AD_B]["converted_conversations"]) == (1, 0)

@@ -219,6 +219,11 @@ MIGRATIONS: list[str | DialectSQL] = [
     CREATE INDEX events_converted ON events (referral_key, channel, event_time, dataset_id)
         WHERE state = 'sent' AND referral_key IS NOT NULL;
     """,
+    # events_batch (batch_id) answered no query, yet every claim and settle kept it up to date (a
+    # settle writes each row anew, so each of its indexes too): one index fewer per event sent.
+    """
+    DROP INDEX IF EXISTS events_batch;
+    """,
 ]
 
 # The counts a run keeps (the SPEC §7 summary keys that are counts of events).
