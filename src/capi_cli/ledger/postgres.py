@@ -52,7 +52,7 @@ _FACTS = "channel, value, currency, referral_key, ad_id, attribution, match_keys
 # the facts in fact_columns' order[, the state the run read]).
 _ROWS = ("SELECT j->>0 AS n, j->>1 AS i, (j->>2)::bigint AS t, j->>3 AS s, (j->>4)::bigint AS l, j->>5 AS h, "
          "j->>6 AS c, (j->>7)::float8 AS v, j->>8 AS cu, j->>9 AS r, j->>10 AS a, j->>11 AS m, j->>12 AS k, "
-         "j->>13 AS x FROM json_array_elements(%s::json) AS j")
+         "j->>13 AS x FROM jsonb_array_elements(%s::jsonb) AS j")
 # A list of event ids as one JSON parameter, probed on the key's unique index (the ARRAY is
 # worked out once, before the scan).
 _IDS = "ARRAY(SELECT json_array_elements_text(%s::json))"
