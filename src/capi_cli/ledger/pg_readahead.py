@@ -4,10 +4,9 @@ A re-run reads its file in the order the first run recorded it, so the rows of t
 follow, by id, the rows of this one. Each lookup that has to go to the server also brings back
 the rows recorded after the first key found (a window of rows by the primary key, WINDOW at
 first and twice as many each time the last window was used up), and later chunks whose keys are
-all in the window are answered from it. Only `sent` is trusted from
-the window, as in any read: a key not found there, or found in another state, is asked again (or
-left to delivery's own lookup and the claims), so the answer is never "sent" for an event that
-was not.
+all in the window are answered from it. The window holds only the keys recorded `sent`: a key
+not found there is asked again (or left to delivery's own lookup and the claims), so the answer
+is never "sent" for an event that was not.
 """
 
 from __future__ import annotations
@@ -24,28 +23,26 @@ MAX_WINDOW = 65536  # ~10 MB of keys held at most
 class ReadAhead:
     def __init__(self) -> None:
         self._dataset: str | None = None
-        self._states: dict[EventKey, str] = {}
+        self._sent: set[EventKey] = set()  # the window's keys recorded `sent`
         self._size = WINDOW
 
     def answer(self, dataset_id: str, keys: Sequence[EventKey]) -> set[EventKey] | None:
-        """The sent keys among `keys` when the window holds them all, else None (ask the server)."""
-        if dataset_id != self._dataset:
+        """All of `keys` when the window has them all `sent`, else None (ask the server)."""
+        if dataset_id != self._dataset or not self._sent.issuperset(keys):
             return None
-        states = self._states
-        if all(key in states for key in keys):
-            return {key for key in keys if states[key] == "sent"}
-        return None
+        return set(keys)
 
     def refill(self, reader: Any, dataset_id: str, found: dict[EventKey, tuple[int, str]]) -> None:
-        """The WINDOW rows recorded from the first of `found` (id, state) on."""
+        """The `sent` keys of the window of rows recorded from the first of `found` (id, state) on."""
         if not found:
             return
         start = min(row_id for row_id, _ in found.values())
-        if self._states:  # a window was used up: the run is reading on in the ledger's order
+        if self._sent:  # a window was used up: the run is reading on in the ledger's order
             self._size = min(self._size * 2, MAX_WINDOW)
         rows = reader.execute(
-            "SELECT event_name, event_id, state FROM events WHERE id >= %s AND id < %s AND dataset_id = %s",
+            "SELECT event_name, event_id FROM events WHERE id >= %s AND id < %s AND dataset_id = %s "
+            "AND state = 'sent'",
             (start, start + self._size, dataset_id), prepare=False,
         ).fetchall()
         self._dataset = dataset_id
-        self._states = {(name, event_id): state for name, event_id, state in rows}
+        self._sent = set(rows)
