@@ -72,7 +72,6 @@ def measure(bench: Bench, url: str, backfill: int, want_send: bool, want_rerun: 
                                                      lambda: run(command, on_pg), bench.repeat)
                 bench.add(Row(f"PostgreSQL: re-run, all {bench.events:,} sent (s)", f"{again.seconds:.2f}",
                               f"dry run {dry_again.seconds:.2f}", ratio, "< 0.5x", ratio < 0.5))
-        report(bench, url, env)
         if want_split:
             big = bench.file(backfill)
             backfill_command = capi("send", "--file", str(big), "--no-progress", "-q")
@@ -83,6 +82,7 @@ def measure(bench: Bench, url: str, backfill: int, want_send: bool, want_rerun: 
             ratio = several / one
             bench.add(Row(f"PostgreSQL: {HOSTS} hosts split a {backfill:,}-event backfill (s)", f"{several:.2f}",
                           f"1 host {one:.2f}", ratio, "<= 0.5x", ratio <= 0.5))
+        report(bench, url, env)
     finally:
         standin.terminate()
         try:
@@ -112,12 +112,23 @@ def report(bench: Bench, url: str, env: dict[str, str]) -> None:
         with psycopg.connect(ledger, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")  # as autovacuum leaves a table loaded long before a report
         on_pg = {**on_file, "CAPI_LEDGER": ledger}
-        if _report_json(run(command, on_pg).output) != _report_json(run(command, on_file).output):
-            raise BenchError("capi report on PostgreSQL differs from the report on the SQLite file")
+        on_postgres, on_sqlite = _report_json(run(command, on_pg).output), _report_json(run(command, on_file).output)
+        if on_postgres != on_sqlite:
+            raise BenchError("capi report on PostgreSQL differs from the report on the SQLite file: "
+                             + "; ".join(_differences(on_postgres, on_sqlite)[:8]))
         result = median_run(command, on_pg, bench.repeat)
     bench.add(Row(f"PostgreSQL: `capi report`, {events:,} events, {events // 5:,} referrals (s)",
                   f"{result.seconds:.2f}", f"{REPORT_TARGET_SECONDS:.0f} s", result.seconds / REPORT_TARGET_SECONDS,
                   f"< {REPORT_TARGET_SECONDS:.0f} s", result.seconds < REPORT_TARGET_SECONDS))
+
+
+def _differences(a: object, b: object, path: str = "") -> list[str]:
+    """Where two JSON documents differ (path: PostgreSQL's value != the file's)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) | set(b)) for d in _differences(a.get(key), b.get(key), f"{path}.{key}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"[:200]]
 
 
 def _report_json(output: str) -> object:

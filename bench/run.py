@@ -49,6 +49,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+# The measurement modules import names from `run` (BenchError, Row, ...): run as a script, this is
+# `__main__`, and they must get this module, not a second copy whose BenchError main() cannot catch.
+sys.modules.setdefault("run", sys.modules[__name__])
 
 from bench_build import generate  # noqa: E402
 from bench_extract import generate as generate_webhooks  # noqa: E402
