@@ -186,14 +186,21 @@ def test_a_chunk_of_orders_is_one_lookup_not_one_per_order(tmp_path: Path) -> No
              "messaging_channel": "whatsapp", "phone": f"+91 98765 0{n:04d}"} for n in range(2000)]
     path = tmp_path / "orders.csv"
     _write_orders(path, rows)
-    with Ledger.open(tmp_path / "ledger.sqlite3") as ledger:
+    built, lookups = _built_counting_lookups(path, tmp_path, history)
+    assert [entry[2] for entry in built] == [True] * 2000
+    assert 0 < len(lookups) <= 2 * 2 * (2000 // 500), len(lookups)
+
+
+def _built_counting_lookups(
+    path: Path, home: Path, history: list[dict[str, Any]]
+) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """`_built` of `path` with `history` stored, and the statements that read the referrals."""
+    with Ledger.open(home / "ledger.sqlite3") as ledger:
         ledger.store_referrals(history)
         statements: list[str] = []
         ledger._conn.set_trace_callback(statements.append)
-        built = _built(path, tmp_path, ledger, 7)
-    assert [entry[2] for entry in built] == [True] * 2000
-    lookups = [s for s in statements if "FROM referrals" in s]
-    assert 0 < len(lookups) <= 2 * 2 * (2000 // 500), len(lookups)
+        built = _built(path, home, ledger, 7)
+    return built, [s for s in statements if "FROM referrals" in s]
 
 
 def test_a_ledger_from_before_the_customer_index_is_migrated_and_joins(tmp_path: Path) -> None:
@@ -233,14 +240,9 @@ def test_a_phone_read_in_its_rows_country_is_joined_in_the_chunks_lookup(tmp_pat
         writer.writerow(["event_name", "event_time", "order_id", "messaging_channel", "phone", "country"])
         writer.writerows(["LeadSubmitted", NOW - 60, f"o{n}", "whatsapp", f"(11) 9{8000 + n}-4321", "BR"]
                          for n in range(600))
-    with Ledger.open(tmp_path / "ledger.sqlite3") as ledger:
-        ledger.store_referrals(history)
-        statements: list[str] = []
-        ledger._conn.set_trace_callback(statements.append)
-        built = _built(path, tmp_path, ledger, 7)
+    built, lookups = _built_counting_lookups(path, tmp_path, history)
     assert [entry[2] for entry in built] == [True] * 600
     assert '"CLID-7"' in built[7][1]
-    lookups = [s for s in statements if "FROM referrals" in s]
     assert 0 < len(lookups) <= 2 * 2 * 2, len(lookups)
 
 
