@@ -31,7 +31,7 @@ from capi_cli.ledger.location import LedgerRef, shown
 from capi_cli.ledger.pg_readahead import ReadAhead
 from capi_cli.ledger.pg_referrals import PostgresReferrals
 from capi_cli.ledger.pg_sql import TranslatingConnection, connect, error
-from capi_cli.ledger.queries import EventQueries
+from capi_cli.ledger.queries import EventQueries, ids_by_name
 from capi_cli.ledger.referrals import ReferralStore
 from capi_cli.ledger.schema import MIGRATIONS, EventKey, LedgerState, PendingEvent, postgres_sql, split_sql
 
@@ -273,7 +273,7 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
         each call (prepare=False): a plan cached while the table was small (a seq scan) would be
         kept by the session as the table grows, costing a scan of the table per key."""
         select = f", {columns}" if columns else ""
-        for name, ids in _ids_by_name(keys).items():
+        for name, ids in ids_by_name(keys).items():
             rows = reader.raw.execute(
                 f"SELECT event_id{select} FROM events WHERE dataset_id = %s AND event_name = %s "
                 f"AND event_id = ANY({_IDS}){condition}",
@@ -378,10 +378,10 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
         error_message: str | None = None,
         fbtrace_id: str | None = None,
     ) -> None:
-        ids_by_name = _ids_by_name(list(keys))
+        grouped = ids_by_name(keys)
         now = time.time()
         with self._errors(), self._sending_connection().transaction() as tx:
-            for name, ids in ids_by_name.items():
+            for name, ids in grouped.items():
                 tx.connection.execute(
                     "UPDATE events SET state = %s, batch_id = %s, error_code = %s, error_subcode = %s, "
                     "error_message = %s, fbtrace_id = %s, updated_at = %s WHERE dataset_id = %s "
@@ -405,10 +405,3 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
         where = f"{where} AND state != 'in_flight'" if where else " WHERE state != 'in_flight'"
         with self._tx() as conn:
             return int(conn.execute(f"DELETE FROM events{where}", params).rowcount)
-
-
-def _ids_by_name(keys: Iterable[EventKey]) -> dict[str, list[str]]:
-    ids_by_name: dict[str, list[str]] = {}
-    for name, event_id in keys:
-        ids_by_name.setdefault(name, []).append(event_id)
-    return ids_by_name

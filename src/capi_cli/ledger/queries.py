@@ -57,11 +57,8 @@ class EventQueries:
     ) -> Iterator[tuple[Any, ...]]:
         """(event_name, event_id, *columns) of the keys found (and matching `condition`), one
         `IN (...)` query per event name and SQL_CHUNK ids."""
-        ids_by_name: dict[str, list[str]] = {}
-        for name, event_id in keys:
-            ids_by_name.setdefault(name, []).append(event_id)
         select = f", {columns}" if columns else ""
-        for name, ids in ids_by_name.items():
+        for name, ids in ids_by_name(keys).items():
             for first in range(0, len(ids), SQL_CHUNK):
                 chunk = ids[first : first + SQL_CHUNK]
                 rows = reader.execute(
@@ -87,11 +84,8 @@ class EventQueries:
     ) -> None:
         now = time.time()
         state = LedgerState(state)
-        ids_by_name: dict[str, list[str]] = {}
-        for name, event_id in keys:
-            ids_by_name.setdefault(name, []).append(event_id)
         with self._tx() as conn:
-            for name, ids in ids_by_name.items():
+            for name, ids in ids_by_name(keys).items():
                 for start in range(0, len(ids), SQL_CHUNK):
                     chunk = ids[start : start + SQL_CHUNK]
                     marks = ",".join("?" * len(chunk))
@@ -204,3 +198,11 @@ class EventQueries:
             if state is None:
                 conn.execute("DELETE FROM referrals WHERE stored_at < ?", (cutoff,))
             return events
+
+
+def ids_by_name(keys: Iterable[EventKey]) -> dict[str, list[str]]:
+    """Event keys grouped by event name (a query per name on the key's index), in their order."""
+    grouped: dict[str, list[str]] = {}
+    for name, event_id in keys:
+        grouped.setdefault(name, []).append(event_id)
+    return grouped
