@@ -49,8 +49,7 @@ def measure(bench: Bench, url: str, backfill: int, want_send: bool, want_rerun: 
 
     path = bench.file(bench.events)
     dry = bench.dry_run(bench.events)
-    standin, graph_url = bench._standin()
-    try:
+    with bench.standin() as graph_url:
         env = {**bench.env, "CAPI_HOME": str(bench.tmp / "pg-home"), "CAPI_GRAPH_URL": graph_url}
         command = capi("send", "--file", str(path), "--no-progress", "-q")
         if want_send or want_rerun:
@@ -83,12 +82,6 @@ def measure(bench: Bench, url: str, backfill: int, want_send: bool, want_rerun: 
             bench.add(Row(f"PostgreSQL: {HOSTS} hosts split a {backfill:,}-event backfill (s)", f"{several:.2f}",
                           f"1 host {one:.2f}", ratio, "<= 0.5x", ratio <= 0.5))
         report(bench, url, env)
-    finally:
-        standin.terminate()
-        try:
-            standin.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            standin.kill()
 
 
 def report(bench: Bench, url: str, env: dict[str, str]) -> None:

@@ -42,7 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -260,7 +261,9 @@ class Bench:
         self.add(Row(f"peak RSS, {small_rows:,} -> {self.rows:,} rows", f"{big.peak_mb:.0f}",
                      f"{small.peak_mb:.0f} MB", growth, "<= 1.5x (flat)", growth <= 1.5))
 
-    def _standin(self) -> tuple[subprocess.Popen[str], str]:
+    @contextmanager
+    def standin(self) -> Iterator[str]:
+        """The Graph API stand-in (`capi sandbox`) for a measurement: its URL; stopped after."""
         standin = subprocess.Popen(
             [sys.executable, "-m", "capi_cli", "-q", "sandbox", "--port", "0", "--latency", str(LATENCY),
              "--dataset", STANDIN_DATASET, "--token", STANDIN_TOKEN],
@@ -271,13 +274,19 @@ class Bench:
         if not url.startswith("http"):
             standin.kill()
             raise BenchError("the Graph API stand-in did not start")
-        return standin, url
+        try:
+            yield url
+        finally:
+            standin.terminate()
+            try:
+                standin.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                standin.kill()
 
     def send_and_rerun(self, want_send: bool, want_rerun: bool) -> None:
         path = self.file(self.events)
         dry = self.dry_run(self.events)
-        standin, url = self._standin()
-        try:
+        with self.standin() as url:
             home = self.tmp / "send-home"
             env = {**self.env, "CAPI_HOME": str(home), "CAPI_GRAPH_URL": url}
             command = capi("send", "--file", str(path), "--no-progress", "-q")
@@ -298,12 +307,6 @@ class Bench:
                                                  self.repeat)
                 self.add(Row(f"re-run, all {self.events:,} sent (s)", f"{again.seconds:.2f}",
                              f"dry run {dry_again.seconds:.2f}", ratio, "< 0.5x", ratio < 0.5))
-        finally:
-            standin.terminate()
-            try:
-                standin.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                standin.kill()
 
     def webhook_log(self) -> tuple[Path, int]:
         if self._log is None:
