@@ -41,13 +41,13 @@ class LedgerSkip:
         if (self.shard is not None and not self.shard.holds(event_name, event_id)) or (
             not self.resend and self.ledger.state_of(self.dataset_id, event_name, event_id) is LedgerState.SENT
         ):
-            self.note_skipped(event_name, event_id)
+            self.note_skipped()
             return True
         return False
 
-    def note_skipped(self, event_name: str, event_id: str) -> None:
-        self.counts.read += 1
-        self.counts.skipped += 1
+    def note_skipped(self, count: int = 1) -> None:
+        self.counts.read += count
+        self.counts.skipped += count
 
     @property
     def skipped(self) -> int:

@@ -21,6 +21,7 @@ import atexit
 import os
 import pickle
 import queue
+import select
 import signal
 import subprocess
 import sys
@@ -32,9 +33,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from capi_cli.events.staging import Kind, StagedItem, item_of
+from capi_cli.events.staging import Kind, SentKeys, StagedItem, item_of, sent_run
 from capi_cli.events.wire import PLAIN, read, write
-from capi_cli.events.worker import import_builder, serve
+from capi_cli.events.worker import import_builder, import_driver, serve
 
 if TYPE_CHECKING:
     from capi_cli.events.readers import PlainBlock
@@ -166,6 +167,17 @@ class _Forked:
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self.poll() is None and hasattr(os, "pidfd_open"):
+            # Woken the moment it exits (Linux): sleeping in steps overshot a worker's exit by ~10 ms.
+            try:
+                pidfd = os.pidfd_open(self.pid)
+            except OSError:
+                pass
+            else:
+                try:
+                    select.select([pidfd], [], [], timeout)
+                finally:
+                    os.close(pidfd)
         delay = 0.0005
         while (code := self.poll()) is None:
             if deadline is not None and time.monotonic() >= deadline:
@@ -198,6 +210,7 @@ def warm_up(paths: Sequence[str | Path], *, fork: bool = False) -> None:
         atexit.register(cool_down)  # any a command never took
     if fork and hasattr(os, "fork") and threading.active_count() == 1:
         import_builder()
+        import_driver()  # here, once, rather than in each worker after the fork
         siblings: list[int] = []
         for _ in range(wanted):
             worker = _Forked(siblings)
@@ -310,10 +323,18 @@ class WorkerPool:
             worker, sent = in_flight.popleft()
             if type(sent) is PlainBlock:
                 lines, replies = self.collect(worker)
+                if type(replies) is SentKeys:
+                    yield sent_run(replies, lines, index, _Later(sent))
+                    index += len(replies)
+                    return
                 later = _Later(sent)
                 chunk: Iterable[tuple[int, Any]] = [(line, later) for line in lines]
             else:
                 chunk, replies = sent, self.collect(worker)  # type: ignore[assignment]
+                if type(replies) is SentKeys:
+                    yield sent_run(replies, [line for line, _ in sent], index, [raw for _, raw in sent])
+                    index += len(replies)
+                    return
             for (line, raw), answer in zip(chunk, replies, strict=True):
                 index += 1
                 if type(answer[0]) is str:

@@ -24,7 +24,7 @@ from capi_cli.events.build import EventBuilder, ReferralStore
 from capi_cli.events.fields import FieldMapper
 from capi_cli.events.join import batched
 from capi_cli.events.jsontext import payload_json
-from capi_cli.events.keyset import KeySet
+from capi_cli.events.keyset import KeySet, expected_records
 from capi_cli.events.readers import is_empty_file, source_name
 from capi_cli.events.staging import NESTED_MESSAGE, Kind, StagedItem, Stager, local_stage
 from capi_cli.events.times import parse_when
@@ -40,6 +40,7 @@ When = int | float | datetime | str | None
 Errors = list[tuple[str | None, str, str]]
 
 SeenIds = KeySet  # the name tests and older callers know
+SENT, SENT_RUN = int(Kind.SENT), int(Kind.SENT_RUN)
 
 
 @dataclass
@@ -233,6 +234,26 @@ def iter_events(
         pool.close()
 
 
+def _sent_runs(
+    items: Iterator[StagedItem], seen: KeySet, note_skipped: Callable[[int], None] | None
+) -> Iterator[StagedItem]:
+    """The items of a file, each SENT_RUN (a chunk found sent whole) taken here: its keys go into
+    `seen` and are counted skipped at once. A key seen already is a duplicate, which needs the
+    order-dependent decisions: it comes on as a SENT item of its own, read again from its record."""
+    for item in items:
+        if item[0] != SENT_RUN:
+            yield item
+            continue
+        keys, (lines, records) = item[9], item[10]
+        duplicates = seen.add_all(keys)
+        if note_skipped is not None and len(keys) > len(duplicates):
+            note_skipped(len(keys) - len(duplicates))
+        for position in duplicates:
+            name, _, event_id = keys[position].partition("\x1f")
+            local = (records[position],) if type(records) is list else records
+            yield (SENT, lines[position], item[2] + position, (), name, event_id, None, True, (), None, local)
+
+
 def _sequence(
     paths: list[str | Path],
     options: BuildOptions,
@@ -245,7 +266,7 @@ def _sequence(
     """The decisions that depend on order, in input order: warnings once per column, duplicates,
     `skip`, `--limit`; then the body (built here unless a worker built it already)."""
     remaining = options.limit
-    seen = KeySet()
+    seen = KeySet(max(1 << 14, expected_records(paths, options.input_format) * 3 // 2))  # (at most 2/3 full)
     # Bound once, as plain ints: looked up and compared for every record.
     SENT, MALFORMED, NESTED, OUT = int(Kind.SENT), int(Kind.MALFORMED), int(Kind.NESTED), int(Kind.OUT)  # noqa: N806
     body_of = stager.builder.body
@@ -260,12 +281,15 @@ def _sequence(
         warned: set[str] = set()
         for column, message in inputs.unused_map_keys(path):
             yield Problem(source, 1, None, column, "unused_map_key", WARNING, message)
-        for item in stage_file(path):
+        items = stage_file(path)
+        if skip is not None:
+            items = _sent_runs(items, seen, note_skipped)
+        for item in items:
             # (item[0], [3], [4], [5]: kind, unknown, event_name, event_id; by index on the path every row takes)
             if item[0] == SENT and not item[3] and not seen.add(f"{item[4]}\x1f{item[5]}"):
                 # The common case of a re-run, kept short: sent before, no new column, no duplicate.
                 if note_skipped is not None:
-                    note_skipped(item[4], item[5])
+                    note_skipped()
                 continue
             kind, line, index, unknown, name, event_id, event_time, time_given, errors, body, local = item
             if kind == MALFORMED:
@@ -298,7 +322,7 @@ def _sequence(
                         body = None  # the worker skipped the body; the duplicate's problems need it
                 elif kind == SENT:
                     if note_skipped is not None:
-                        note_skipped(name, event_id)
+                        note_skipped()
                     continue
                 elif skip is not None and skip_spec is None and skip(name, event_id):
                     continue

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import IntEnum
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from capi_cli.events.build import EventBuilder, Head
 from capi_cli.events.fields import FieldMapper
@@ -35,6 +35,7 @@ class Kind(IntEnum):
     ROW = 3  # head read; the body is built next (here, or already by a worker)
     SENT = 4  # a worker found it `sent` in the ledger and built no body
     LOCAL = 5  # a worker could not take it (too deep to pickle): staged here instead
+    SENT_RUN = 6  # a chunk of records all found `sent` (SentKeys): a re-run's usual chunk, as one item
 
 
 # One record staged: (kind, unknown columns, head, errors (the message when MALFORMED), the mapped
@@ -50,9 +51,22 @@ Staged = tuple[int, Sequence[str], Head | None, Any, dict[str, Any] | None]
 # or an object whose raw(line) gives it (the records of a PlainBlock, never parsed here).
 StagedItem = tuple[int, int, int, Sequence[str], str | None, str | None, int | None, bool, Any, Any, Any]
 
+# A SENT_RUN item, one per chunk found sent whole: (SENT_RUN, first line, first number, (), None,
+# None, None, True, (), keys, (lines, records)): keys and lines one per record, keys as
+# "event_name\x1fevent_id" (the pipeline's duplicate key); records: a list of the raw records, or
+# an object whose raw(line) gives one (read again only for a duplicate).
+
 SentAmong = Callable[[list[tuple[str, str]]], set[tuple[str, str]]]
 
-_ROW, _SENT = Kind.ROW, Kind.SENT
+
+class SentKeys(list[str]):
+    """What `Stager.stage_chunk(..., whole=True)` gives for a chunk whose every record the ledger
+    says was sent, each naming its event outright (name and id read, nothing else) with no unknown
+    column: their keys, "event_name\x1fevent_id", and no staged record at all."""
+
+    __slots__ = ()
+
+_ROW, _SENT, _SENT_RUN = Kind.ROW, Kind.SENT, Kind.SENT_RUN
 
 class Stager:
     """The order-free first half of a record: mapping, the head (name, time, channel, id) and the
@@ -93,11 +107,22 @@ class Stager:
             return (Kind.OUT, unknown, None, None, None)
         return (_ROW, unknown, head, errors, record)
 
-    def stage_chunk(self, raws: Sequence[Any], sent_among: SentAmong | None) -> list[Staged]:
+    @overload
+    def stage_chunk(self, raws: Sequence[Any], sent_among: SentAmong | None) -> list[Staged]: ...
+
+    @overload
+    def stage_chunk(
+        self, raws: Sequence[Any], sent_among: SentAmong | None, *, whole: bool
+    ) -> list[Staged] | SentKeys: ...
+
+    def stage_chunk(
+        self, raws: Sequence[Any], sent_among: SentAmong | None, *, whole: bool = False
+    ) -> list[Staged] | SentKeys:
         """`stage` of each record; with `sent_among`, a record the ledger says was sent comes back
         as SENT, and nothing but its name and id is read when it gives them outright (a CSV row
         with an event_id or order_id column: EventBuilder.key, the same key `head` finds).
-        The ledger is asked once or twice per chunk, not once per record."""
+        The ledger is asked once or twice per chunk, not once per record. `whole`: a chunk found
+        sent whole comes back as its SentKeys instead."""
         stage = self.stage
         if sent_among is None:
             return self._joined([stage(raw) for raw in raws])
@@ -111,6 +136,8 @@ class Stager:
                     keys[number] = key_of(record)
         known = [key for key in keys if key is not None]
         sent = sent_among(known) if known else set()
+        if whole and len(sent) == len(raws) and len(known) == len(raws) and not any(unknowns):
+            return SentKeys([f"{name}\x1f{event_id}" for name, event_id in known])
         staged: list[Staged] = []
         for raw, key, unknown in zip(raws, keys, unknowns, strict=True):
             if key is not None and key in sent:
@@ -158,9 +185,20 @@ def local_stage(
         records = plan.records(records, source_name(path))
     records = iter(records)
     while chunk := list(islice(records, _LOCAL_CHUNK)):
-        for (line, raw), staged in zip(chunk, stager.stage_chunk([raw for _, raw in chunk], sent_among), strict=True):
+        raws = [raw for _, raw in chunk]
+        staged_chunk = stager.stage_chunk(raws, sent_among, whole=True)
+        if isinstance(staged_chunk, SentKeys):
+            yield sent_run(staged_chunk, [line for line, _ in chunk], index, raws)
+            index += len(raws)
+            continue
+        for (line, raw), staged in zip(chunk, staged_chunk, strict=True):
             index += 1
             yield item_of(staged, line, index, raw)
+
+
+def sent_run(keys: list[str], lines: list[int], before: int, records: Any) -> StagedItem:
+    """The SENT_RUN item of a chunk found sent whole, its first record the file's `before + 1`th."""
+    return (_SENT_RUN, lines[0], before + 1, (), None, None, None, True, (), keys, (lines, records))
 
 
 def item_of(staged: Staged, line: int, index: int, raw: Any, body: Any = None) -> StagedItem:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import IO, TYPE_CHECKING, Any
 
-from capi_cli.events.staging import Kind, Staged
+from capi_cli.events.staging import Kind, SentKeys, Staged
 from capi_cli.events.wire import PLAIN, read, write
 
 if TYPE_CHECKING:
@@ -36,8 +36,37 @@ def import_builder() -> None:
     import capi_cli.ledger  # noqa: F401
 
 
+def import_driver() -> None:
+    """The PostgreSQL driver, when CAPI_LEDGER names a PostgreSQL ledger (the worker's ledger
+    reads need it): ~0.13 s of imports, paid while the command reads its options rather than after
+    the worker's configuration comes. Before a fork, the command imports it once for all workers:
+    a import in each worker cost a 2-core machine as much CPU again as the command's own."""
+    from capi_cli.ledger.location import is_postgres
+
+    if is_postgres(os.environ.get("CAPI_LEDGER", "")):
+        import psycopg  # noqa: F401
+
+
+def early_connection() -> tuple[str, Any] | None:
+    """(url, connection) to the PostgreSQL ledger CAPI_LEDGER names, made while the command reads
+    its options (the configuration says later which ledger, if any, the worker reads: this one
+    is used only if it is that one). None without one, or if it cannot be made now (the command
+    reports that itself)."""
+    from capi_cli.ledger.location import is_postgres
+
+    url = os.environ.get("CAPI_LEDGER", "")
+    if not is_postgres(url):
+        return None
+    try:
+        from capi_cli.ledger.pg_sql import connect
+
+        return url, connect(url)
+    except Exception:  # noqa: BLE001 - the command's own connection says what is wrong
+        return None
+
+
 class _Worker:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], early: tuple[str, Any] | None = None) -> None:
         from capi_cli.events.build import EventBuilder
         from capi_cli.events.fields import FieldMapper
         from capi_cli.events.staging import Stager
@@ -45,10 +74,14 @@ class _Worker:
         ledgers: dict[LedgerRef, LedgerStore] = {}
 
         def ledger(ref: LedgerRef) -> LedgerStore:
+            nonlocal early
             from capi_cli.ledger.types import open_ledger
 
             if ref not in ledgers:
-                ledgers[ref] = open_ledger(ref)
+                raw = None
+                if early is not None and ref.kind == "postgres" and ref.location == early[0]:
+                    raw, early = early[1], None
+                ledgers[ref] = open_ledger(ref, worker=True, raw=raw)
             return ledgers[ref]
 
         from capi_cli.events.join import batched
@@ -61,6 +94,8 @@ class _Worker:
 
             store, dataset_id, shard = ledger(sent[0]), sent[1], sent[2]
             self.sent_among = lambda keys: skipped_among(lambda rest: store.sent_among(dataset_id, rest), shard, keys)
+        if early is not None:  # made for another ledger than the one asked (or none)
+            early[1].close()
         builder = EventBuilder(
             SimpleNamespace(**config["settings"]),
             now=config["now"],
@@ -106,7 +141,9 @@ class _Worker:
             staged_here = iter(self.stager.stage_chunk([raw for raw in raws if raw is not None], self.sent_among))
             staged: list[Any] = [_AS_LOCAL if raw is None else next(staged_here) for raw in raws]
         else:
-            staged = self.stager.stage_chunk(raws, self.sent_among)
+            staged = self.stager.stage_chunk(raws, self.sent_among, whole=True)
+            if type(staged) is SentKeys:  # a re-run's usual chunk: all sent, answered by its keys
+                return staged if lines is None else (lines, staged)  # type: ignore[return-value]
         body_of = self.builder.body
         answers: list[tuple[Any, ...]] = []
         for kind, unknown, head, errors, record in staged:
@@ -143,16 +180,14 @@ def serve(source: IO[bytes], sink: IO[bytes]) -> int:
     """The worker's loop: its configuration, then one answer per message, until end of input."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        from capi_cli.ledger.location import is_postgres
-
-        if is_postgres(os.environ.get("CAPI_LEDGER", "")):
-            # While the command reads its options: the PostgreSQL driver a worker's ledger reads
-            # will need (~0.25 s of imports, otherwise paid after the configuration comes).
-            import psycopg  # noqa: F401
+        import_driver()
+        early = early_connection()
         config = read(source)
-        if config is None:
+        if config is None:  # a worker the command did not use
+            if early is not None:
+                early[1].close()
             return 0
-        worker = _Worker(pickle.loads(config))
+        worker = _Worker(pickle.loads(config), early)
         while (data := read(source)) is not None:
             answers = worker.process(pickle.loads(data))
             write(sink, pickle.dumps(answers, protocol=pickle.HIGHEST_PROTOCOL))

@@ -68,8 +68,9 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
     Referrals, report facts and runs are SQLite's code (ReferralStore, RunStore, ledger.facts)
     through the translation, but for storing referrals (PostgresReferrals)."""
 
-    def __init__(self, raw: Any, url: str) -> None:
+    def __init__(self, raw: Any, url: str, *, one_connection: bool = False) -> None:
         self.url = url
+        self._one_connection = one_connection
         self._raw = raw
         self._conn = TranslatingConnection(raw)
         self._lock = threading.RLock()
@@ -90,8 +91,11 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
         return LedgerRef("postgres", self.url)
 
     @classmethod
-    def open(cls, url: str) -> PostgresLedger:
-        ledger = cls(connect(url), url)
+    def open(cls, url: str, *, raw: Any = None, one_connection: bool = False) -> PostgresLedger:
+        """`raw`: a connection to `url` made already (connect). `one_connection`: reads on the
+        main connection too, for a process that asks from one thread only (a worker process):
+        a connection less to make, and for the server to start."""
+        ledger = cls(raw if raw is not None else connect(url), url, one_connection=one_connection)
         try:
             ledger._migrate()
         except BaseException:
@@ -132,6 +136,8 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
             yield self._conn
 
     def _read_connection(self) -> TranslatingConnection:
+        if self._one_connection:
+            return self._conn
         if self._reader is None:
             self._reader_raw = connect(self.url)
             self._reader = TranslatingConnection(self._reader_raw)

@@ -17,13 +17,15 @@ from capi_cli.ledger.schema import EventKey, LedgerState, PendingEvent
 
 __all__ = ["LedgerRef", "LedgerStore", "open_ledger"]
 
-def open_ledger(location: str | Path | LedgerRef) -> LedgerStore:
-    """The ledger at `location` (a file path, a postgresql:// URL, or a LedgerRef), migrated and ready."""
+def open_ledger(location: str | Path | LedgerRef, *, worker: bool = False, raw: Any = None) -> LedgerStore:
+    """The ledger at `location` (a file path, a postgresql:// URL, or a LedgerRef), migrated and ready.
+    `worker`: for a process that asks it from one thread only (PostgreSQL: one connection, `raw`
+    if one was made already)."""
     ref = location if isinstance(location, LedgerRef) else LedgerRef.parse(str(location))
     if ref.kind == "postgres":
         from capi_cli.ledger.postgres import PostgresLedger
 
-        return PostgresLedger.open(ref.location)
+        return PostgresLedger.open(ref.location, raw=raw, one_connection=worker)
     from capi_cli.ledger.store import Ledger
 
     return Ledger.open(ref.location)
