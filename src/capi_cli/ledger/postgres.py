@@ -225,6 +225,13 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
         if due:
             raw.execute("ANALYZE events")
 
+    def count(self, state: LedgerState | str, dataset_id: str | None = None) -> int:
+        """EventQueries.count on the main connection: asked once at the end of a send, whose reads
+        were the workers' (a second connection made for it cost the run ~7 ms)."""
+        where, params = self._where(str(LedgerState(state)), None, dataset_id, None, None)
+        with self._lock, self._errors():
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM events{where}", params).fetchone()[0])
+
     def maintenance(self) -> AbstractContextManager[None]:
         return nullcontext()  # forget leaves in_flight rows (claimed by a run) alone
 
