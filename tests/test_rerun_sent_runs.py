@@ -170,3 +170,43 @@ def test_an_early_connection_to_another_ledger_is_closed(pg_url: str, tmp_path: 
               "sent": (LedgerRef.parse(str(tmp_path / "ledger.sqlite3")), "42", None)}
     _Worker(config, early)
     assert early[1].closed
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_stretches_of_skipped_records_in_a_mixed_chunk_keep_their_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: str
+) -> None:
+    """A nightly file: sent orders and new ones side by side, as a --shard host sees its share among
+    the others'. No chunk is sent whole, so they go row by row: a repeat of a sent order is
+    reported on its own line, in line order with the new orders' problems, and --limit counts
+    only what is not skipped."""
+    from capi_cli.config import load_settings
+    from capi_cli.delivery.skip import LedgerSkip
+    from capi_cli.events.pipeline import BuildOptions, BuiltEvent, Problem, iter_events
+    from capi_cli.ledger import Ledger, PendingEvent
+
+    monkeypatch.setenv("CAPI_WORKERS", workers)
+    orders = [f"o-{i}" for i in range(6000)]
+    rows = [_row(order) if i % 3 else _row(order).replace(",9.5,", ",-1,") for i, order in enumerate(orders)]
+    rows.insert(4001, _row("o-4"))  # a repeat of a sent order among sent ones (o-4 is sent: 4 % 3 != 0)
+    path = tmp_path / "orders.csv"
+    path.write_text(HEADER + "\n" + "\n".join(rows) + "\n")
+    ledger = Ledger.open(tmp_path / "ledger.sqlite3")
+    sent = [PendingEvent(*_key(order), NOW - 60) for i, order in enumerate(orders) if i % 3]
+    ledger.begin_batch("42", "b1", sent)
+    ledger.settle("42", "b1", [(e.event_name, e.event_id) for e in sent], "sent")
+    settings_ = load_settings(env={"CAPI_HOME": str(tmp_path), "CAPI_WORKERS": workers})
+
+    skip = LedgerSkip(ledger, "42")
+    items = list(iter_events([path], settings_, skip=skip))
+    problems = [(item.line, item.code) for item in items if isinstance(item, Problem)]
+    built = [item for item in items if isinstance(item, BuiltEvent)]
+    assert skip.skipped == 4000 and len(built) + len({line for line, _ in problems}) == 2001
+    assert (4003, "duplicate_event_id") in problems
+    assert [line for line, _ in problems] == sorted(line for line, _ in problems)  # in line order
+
+    limited = LedgerSkip(ledger, "42")
+    items = list(iter_events([path], settings_, BuildOptions(limit=10), skip=limited))
+    assert len([item for item in items if isinstance(item, BuiltEvent)]) <= 10
+    assert limited.skipped == 20  # the sent ones among the first 30 rows, not one more
+    ledger.close()
