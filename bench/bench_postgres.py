@@ -74,13 +74,20 @@ def measure(bench: Bench, url: str, backfill: int, want_send: bool, want_rerun: 
         if want_split:
             big = bench.file(backfill)
             backfill_command = capi("send", "--file", str(big), "--no-progress", "-q")
+            cpu = _CpuTimes(url, bench.standin_pid)
             with fresh_database(url) as ledger:
                 one = run(backfill_command, {**env, "CAPI_LEDGER": ledger}).seconds
+            one_cpu = cpu.since_last()
             with fresh_database(url) as ledger:
                 several = _hosts_at_once(bench, backfill_command, {**env, "CAPI_LEDGER": ledger})
+            several_cpu = cpu.since_last()
             ratio = several / one
             bench.add(Row(f"PostgreSQL: {HOSTS} hosts split a {backfill:,}-event backfill (s)", f"{several:.2f}",
                           f"1 host {one:.2f}", ratio, "<= 0.5x", ratio <= 0.5))
+            # Where the machine's CPU went: the hosts here share its cores with the server and the
+            # stand-in, so the split cannot beat (CPU of all three) / cores.
+            bench.add(Row(f"  CPU s of the split: capi / PostgreSQL / stand-in ({os.cpu_count()} cores)",
+                          several_cpu, f"1 host {one_cpu}", None, "", None))
         report(bench, url, env)
 
 
@@ -133,6 +140,57 @@ def _report_json(output: str) -> object:
     import json
 
     return json.loads(output)
+
+
+class _CpuTimes:
+    """CPU seconds used since the last call: capi's processes (the children this process waited
+    for, their workers with them), the PostgreSQL server (when it runs on this machine and this
+    role may read its data directory: its postmaster's own and its ended backends'), and the
+    Graph stand-in."""
+
+    def __init__(self, url: str, standin_pid: int | None) -> None:
+        self._server_pid = _postmaster_pid(url)
+        self._standin_pid = standin_pid
+        self._last = self._now()
+
+    def _now(self) -> tuple[float, float | None, float | None]:
+        import resource
+
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (children.ru_utime + children.ru_stime, _process_cpu(self._server_pid, with_children=True),
+                _process_cpu(self._standin_pid, with_children=False))
+
+    def since_last(self) -> str:
+        now, last = self._now(), self._last
+        self._last = now
+        return " / ".join("?" if b is None or a is None else f"{b - a:.1f}" for a, b in zip(last, now, strict=True))
+
+
+def _postmaster_pid(url: str) -> int | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("SHOW data_directory").fetchone()
+        if row is None:
+            return None
+        directory = str(row[0])
+        with open(os.path.join(directory, "postmaster.pid"), encoding="ascii") as pid_file:
+            return int(pid_file.readline())
+    except (psycopg.Error, OSError, ValueError):
+        return None  # a server elsewhere, or a role that may not read its settings
+
+
+def _process_cpu(pid: int | None, *, with_children: bool) -> float | None:
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if with_children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _hosts_at_once(bench: Bench, command: list[str], env: dict[str, str]) -> float:

@@ -209,6 +209,7 @@ class Bench:
         self.rows_out: list[Row] = []
         self._files: dict[int, Path] = {}
         self._dry: dict[int, Run] = {}
+        self.standin_pid: int | None = None
 
     def file(self, rows: int) -> Path:
         if rows not in self._files:
@@ -270,6 +271,7 @@ class Bench:
             stdout=subprocess.PIPE, text=True, env=self.env,
         )
         assert standin.stdout is not None
+        self.standin_pid = standin.pid  # its CPU time (bench_postgres)
         url = standin.stdout.readline().strip().removeprefix("CAPI_GRAPH_URL=")
         if not url.startswith("http"):
             standin.kill()

@@ -66,6 +66,7 @@ class SentKeys(list[str]):
 
     __slots__ = ()
 
+
 _ROW, _SENT, _SENT_RUN = Kind.ROW, Kind.SENT, Kind.SENT_RUN
 
 class Stager:
