@@ -91,3 +91,29 @@ def test_a_chunk_in_file_order_is_answered_by_one_read_by_rowid(tmp_path: Path) 
     assert ledger.sent_among("d", keys) == set(keys)
     assert len(statements) == 2 and "NOT INDEXED" in statements[1]  # the probe, then the read
     ledger.close()
+
+
+def test_ids_reach_postgresql_as_they_are(pg_url: str) -> None:
+    """Lookups and settles pass their ids as one text[] literal (pg_sql.text_array): whatever an
+    id holds (quotes, backslashes, commas, braces, NULL, spaces, newlines), the server reads the
+    same strings back, so a lookup or a settle never misses or hits another event."""
+    import psycopg
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from capi_cli.ledger.pg_sql import text_array
+
+    hostile = ['a"b', "c\\d", "e,f", "{x}", "NULL", "null", " sp ", "ü-ñ", "x\ny", "'q'", '\\"', "", "}", "{"]
+    ids = st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=12)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        def read_back(values: list[str]) -> list[str]:
+            return list(conn.execute("SELECT %s::text[]", (text_array(values),)).fetchone()[0])
+
+        assert read_back([]) == [] and read_back(hostile) == hostile
+
+        @given(st.lists(ids, max_size=8))
+        @settings(max_examples=150, deadline=None)
+        def same(values: list[str]) -> None:
+            assert read_back(values) == values
+
+        same()

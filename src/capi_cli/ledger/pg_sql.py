@@ -37,6 +37,19 @@ class TranslatingConnection:
         return self.raw.execute(translate(sql), list(params))
 
 
+def text_array(values: Sequence[str]) -> str:
+    """`values` as one PostgreSQL text[] literal, for `= ANY(%s::text[])`. psycopg dumps a Python
+    list element by element (~1.4 µs each: 1,000 ids a settle, as many a lookup); this is one join.
+    For a statement planned with its parameters (prepare=False) the array is still a constant to
+    the planner, which probes the key's index with it."""
+    if not values:
+        return "{}"
+    text = '","'.join(values)
+    if '"' in text or "\\" in text:  # quoted elements escape these two (ids are rarely so)
+        text = '","'.join(v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return '{"' + text + '"}'
+
+
 def connect(url: str) -> Any:
     """A psycopg connection in autocommit mode (transactions are explicit). Credentials come
     from the URL, PGPASSFILE/PGSERVICE or libpq's environment variables, as libpq reads them."""

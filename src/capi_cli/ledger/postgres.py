@@ -30,7 +30,7 @@ from capi_cli.ledger.facts import RunStore, fact_columns, resolve_referrals
 from capi_cli.ledger.location import LedgerRef, shown
 from capi_cli.ledger.pg_readahead import ReadAhead
 from capi_cli.ledger.pg_referrals import PostgresReferrals
-from capi_cli.ledger.pg_sql import TranslatingConnection, connect, error
+from capi_cli.ledger.pg_sql import TranslatingConnection, connect, error, text_array
 from capi_cli.ledger.queries import EventQueries, ids_by_name
 from capi_cli.ledger.referrals import ReferralStore
 from capi_cli.ledger.schema import MIGRATIONS, EventKey, LedgerState, PendingEvent, postgres_sql, split_sql
@@ -50,8 +50,9 @@ _FACTS = "channel, value, currency, referral_key, ad_id, attribution, match_keys
 # an array at ~1 µs an element (13 columns of 1,000 events: 11 ms of the client's CPU a claim);
 # orjson writes the JSON in a twentieth of that. Each row: (name, id, time, source, line, hash,
 # the facts in fact_columns' order[, the state the run read]). (Lists of ids for a lookup or a
-# settle stay arrays: `= ANY(ARRAY(SELECT json_array_elements_text(...)))` is no constant to the
-# planner, which on a table without statistics then scans it comparing each row to every id.)
+# settle stay arrays, as one text[] literal: pg_sql.text_array. `= ANY(ARRAY(SELECT
+# json_array_elements_text(...)))` is no constant to the planner, which on a table without
+# statistics then scans it comparing each row to every id.)
 _ROWS = ("SELECT j->>0 AS n, j->>1 AS i, (j->>2)::bigint AS t, j->>3 AS s, (j->>4)::bigint AS l, j->>5 AS h, "
          "j->>6 AS c, (j->>7)::float8 AS v, j->>8 AS cu, j->>9 AS r, j->>10 AS a, j->>11 AS m, j->>12 AS k, "
          "j->>13 AS x FROM jsonb_array_elements(%s::jsonb) AS j")
@@ -288,8 +289,8 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
         for name, ids in ids_by_name(keys).items():
             rows = reader.raw.execute(
                 f"SELECT event_id{select} FROM events WHERE dataset_id = %s AND event_name = %s "
-                f"AND event_id = ANY(%s){condition}",
-                (dataset_id, name, ids), prepare=False,
+                f"AND event_id = ANY(%s::text[]){condition}",
+                (dataset_id, name, text_array(ids)), prepare=False,
             ).fetchall()
             for row in rows:
                 yield (name, *row)
@@ -397,9 +398,9 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
                 tx.connection.execute(
                     "UPDATE events SET state = %s, batch_id = %s, error_code = %s, error_subcode = %s, "
                     "error_message = %s, fbtrace_id = %s, updated_at = %s WHERE dataset_id = %s "
-                    "AND event_name = %s AND event_id = ANY(%s) AND run_id = %s AND state = 'in_flight'",
+                    "AND event_name = %s AND event_id = ANY(%s::text[]) AND run_id = %s AND state = 'in_flight'",
                     (str(LedgerState(state)), batch_id, error_code, error_subcode, error_message, fbtrace_id,
-                     now, dataset_id, name, ids, self.run_id), prepare=False,
+                     now, dataset_id, name, text_array(ids), self.run_id), prepare=False,
                 )
 
     def forget(
