@@ -114,3 +114,27 @@ def test_unknown_option_is_usage_error_exit_2(runner) -> None:
 
 def test_unknown_command_is_usage_error(runner) -> None:
     assert runner.invoke(app, ["sned"]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["report", "--by", "nonsense"], "Invalid value for '--by': 'nonsense' is not one of 'ad', 'channel', "
+                                         "'event', 'day'. (see `capi report --help`)"),
+        (["send", "--file", "x.csv", "--concurrency", "abc"], "'abc' is not a valid int. (see `capi send --help`)"),
+        (["send", "--file", "x.csv", "--no-such-option"], "No such option: --no-such-option"),
+        (["sned"], "No such command 'sned'. Did you mean 'send'? (see `capi --help`)"),
+        (["--bogus", "send"], "No such option: --bogus"),
+        (["report", "--since"], "Option '--since' requires an argument."),
+    ],
+)
+def test_a_usage_error_is_one_line_like_every_error(args: list[str], says: str) -> None:
+    """A wrong option or value: one line on stderr, `capi: error: ...` as every capi error, exit 2
+    (Typer's own is four lines: the usage, a hint, a blank line, the error)."""
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("capi: error: ") and says in lines[0], result.stderr

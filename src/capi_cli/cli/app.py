@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import typer
+from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
 from capi_cli import __version__
@@ -32,7 +33,10 @@ class CapiGroup(TyperGroup):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if ctx.parent is None:
             args = _hoist_global_options(args)
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except UsageError as exc:  # a root option wrong (`capi --bogus`)
+            raise typer.Exit(_usage_error(exc)) from None
 
     def invoke(self, ctx: Any) -> Any:
         # The one place where a user error becomes one line on stderr and its exit code,
@@ -42,9 +46,20 @@ class CapiGroup(TyperGroup):
         except CapiError as exc:
             report_error(exc)
             raise typer.Exit(int(exc.exit_code)) from None
+        except UsageError as exc:  # a command's option or value wrong, or no such command
+            raise typer.Exit(_usage_error(exc)) from None
         except KeyboardInterrupt:
             print("capi: interrupted", file=sys.stderr)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def _usage_error(exc: UsageError) -> int:
+    """A usage error as every capi error: one line on stderr (Typer's is four: the usage, a hint,
+    a blank line and the error), naming the help to read; its exit code (2)."""
+    message = " ".join(exc.format_message().split())
+    hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""  # (None: not known)
+    print(f"capi: error: {message}{hint}", file=sys.stderr)
+    return int(exc.exit_code)
 
 
 def _hoist_global_options(args: list[str]) -> list[str]:
