@@ -96,10 +96,10 @@ def store(referral_path: Path, ledger_path: Path) -> None:
         for line in source:
             chunk.append(json.loads(line))
             if len(chunk) == 5000:
-                ledger.store_referrals(chunk)
+                ledger.referrals.store_referrals(chunk)
                 chunk = []
         if chunk:
-            ledger.store_referrals(chunk)
+            ledger.referrals.store_referrals(chunk)
 
 
 def environment(home: Path) -> dict[str, str]:

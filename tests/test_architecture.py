@@ -130,3 +130,28 @@ def test_typer_and_rich_only_in_cli() -> None:
                 names = [node.module or ""]
             leaks += [f"{path.relative_to(SRC)}: {n}" for n in names if n.split(".")[0] in {"typer", "rich", "click"}]
     assert leaks == []
+
+
+def test_each_ledger_holds_its_referral_store_rather_than_being_one() -> None:
+    """The referral half is composed into both backends (`ledger.referrals`), not inherited: the
+    ledger classes have no referral method of their own, and each store works on its ledger's
+    connection and names its ledger (a worker opens the same ledger, then its store)."""
+    import tempfile
+    from pathlib import Path
+
+    from capi_cli.ledger.pg_referrals import PostgresReferrals
+    from capi_cli.ledger.postgres import PostgresLedger
+    from capi_cli.ledger.referrals import ReferralStore
+    from capi_cli.ledger.store import Ledger
+
+    for backend in (Ledger, PostgresLedger):
+        assert not issubclass(backend, ReferralStore)
+        assert not any(hasattr(backend, name) for name in ("store_referrals", "list_referrals",
+                                                            "latest_whatsapp_referrals", "accounts_for_users"))
+    assert issubclass(PostgresReferrals, ReferralStore)
+    with tempfile.TemporaryDirectory() as tmp, Ledger.open(Path(tmp) / "ledger.sqlite3") as ledger:
+        assert type(ledger.referrals) is ReferralStore
+        assert ledger.referrals.ref == ledger.ref and ledger.referrals._conn is ledger._conn
+        assert ledger.referrals.store_referrals([{"channel": "whatsapp", "ctwa_clid": "C1", "message_id": "wamid.1",
+                                                  "wa_id": "905321234567", "timestamp": 1_700_000_000}]) == (1, 0)
+        assert ledger._conn.execute("SELECT count(*) FROM referrals").fetchone()[0] == 1

@@ -391,7 +391,7 @@ def _store(ledger: Ledger, **values: Any) -> None:
               "ref": None, "user_id": None, "wa_id": None, "bsuid": None, "business_id": None,
               "phone_number_id": None, "message_id": None, "timestamp": None, "kind": "message", "origin": "t:1"}
     record.update(values)
-    ledger.store_referrals([record])
+    ledger.referrals.store_referrals([record])
 
 
 def _iso(ts: float) -> str:
@@ -410,7 +410,7 @@ def test_referral_join_found_outside_window_and_none(tmp_path: Path) -> None:
             wa_row(ctwa_clid=None, phone="+1 415 555 2671", order_id="outside-window"),
             wa_row(ctwa_clid=None, phone="+44 7911 123456", order_id="none"),
         ]
-        events, problems = run(tmp_path, rows, referrals=ledger, attribution_window_days=2)
+        events, problems = run(tmp_path, rows, referrals=ledger.referrals, attribution_window_days=2)
     assert [(e.payload["custom_data"]["order_id"], e.payload["user_data"]["ctwa_clid"], e.attributed) for e in events] == [
         ("found", "CLID-RECENT", True), ("found-by-phone", "CLID-RECENT", True),
     ]
@@ -428,8 +428,8 @@ def test_referral_join_messenger_and_instagram_accounts(tmp_path: Path) -> None:
         rows = [{"event_name": "AddToCart", "psid": "24680", "event_time": int(NOW)},
                 {"event_name": "AddToCart", "igsid": "13579", "event_time": int(NOW)},
                 {"event_name": "AddToCart", "psid": "99999", "event_time": int(NOW)}]
-        events, problems = run(tmp_path, rows, referrals=ledger)
-        report = collect(iter_events([tmp_path / "events.csv"], make_settings(tmp_path), BuildOptions(now=NOW), ledger))
+        events, problems = run(tmp_path, rows, referrals=ledger.referrals)
+        report = collect(iter_events([tmp_path / "events.csv"], make_settings(tmp_path), BuildOptions(now=NOW), ledger.referrals))
     assert events[0].payload["user_data"] == {"page_scoped_user_id": "24680", "page_id": "112233"}
     assert events[1].payload["user_data"] == {"ig_sid": "13579", "ig_account_id": "445566"}
     assert [e.attributed for e in events] == [True, True]

@@ -35,7 +35,7 @@ def store_referrals(home: Path, wa_ids: dict[str, str]) -> None:
     """Referrals as `capi extract-referral --store` keeps them: wa_id -> click id, 4 days ago."""
     stamp = datetime.fromtimestamp(time.time() - 4 * 86400, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with Ledger.open(home / "ledger.sqlite3") as ledger:
-        ledger.store_referrals([
+        ledger.referrals.store_referrals([
             {"channel": "whatsapp", "ctwa_clid": clid, "ad_id": "120210000000001", "source_type": "ad",
              "source_url": None, "ref": None, "user_id": wa_id, "wa_id": wa_id, "bsuid": None, "business_id": WABA,
              "phone_number_id": None, "message_id": f"wamid.{clid}", "timestamp": stamp, "kind": "message",

@@ -357,9 +357,9 @@ def test_ids_given_as_numbers_are_stored_as_text_on_both_backends(ledger_locatio
              "wa_id": "905321234567", "business_id": 102290129340398, "phone_number_id": 106540352242922,
              "message_id": "wamid.NUM1", "timestamp": EVENT_TIME}
     with open_ledger(ledger_location) as ledger:
-        assert ledger.store_referrals([first]) == (1, 0)
-        assert ledger.store_referrals([{**first, "ad_id": None, "source_url": "https://fb.me/n", "ref": 7}]) == (0, 1)
-        (row,) = ledger.list_referrals()
+        assert ledger.referrals.store_referrals([first]) == (1, 0)
+        assert ledger.referrals.store_referrals([{**first, "ad_id": None, "source_url": "https://fb.me/n", "ref": 7}]) == (0, 1)
+        (row,) = ledger.referrals.list_referrals()
     assert (row["ad_id"], row["business_id"], row["phone_number_id"]) == \
         ("120219990001112224", "102290129340398", "106540352242922")
     assert (row["source_url"], row["ref"]) == ("https://fb.me/n", "7")
@@ -384,12 +384,12 @@ def test_an_event_is_tied_to_the_same_referral_on_both_backends(ledger_location:
     events = [PendingEvent("Purchase", "w-1", EVENT_TIME, facts=EventFacts("whatsapp", 1.0, "TRY", False, "ph", clid)),
               PendingEvent("Purchase", "m-1", EVENT_TIME, facts=EventFacts("messenger", 2.0, "USD", False, "em", PSID))]
     with open_ledger(ledger_location) as ledger:
-        assert ledger.store_referrals(referrals) == (4, 0)
+        assert ledger.referrals.store_referrals(referrals) == (4, 0)
         with ledger.sender():
             assert ledger.begin_batch(DATASET, "b1", events) == {("Purchase", "w-1"), ("Purchase", "m-1")}
             ledger.settle(DATASET, "b1", [("Purchase", "w-1"), ("Purchase", "m-1")], "sent")
         tied = ledger.report_query("SELECT event_id, referral_key, ad_id, attribution FROM events ORDER BY event_id")
-        listed = [r["message_id"] for r in ledger.list_referrals(channel="whatsapp")]
+        listed = [r["message_id"] for r in ledger.referrals.list_referrals(channel="whatsapp")]
     assert listed == ["wamid.TIMED", "wamid.UNTIMED"]  # newest first, no time last
     assert [tuple(row) for row in tied] == [("m-1", "1098|m_2", "1302", "click_id"),
                                             ("w-1", "1065|wamid.UNTIMED", "1202", "click_id")]
@@ -418,14 +418,14 @@ def test_an_older_postgres_ledger_is_migrated_with_its_rows(pg_url: str) -> None
                      "VALUES ('1', 'Purchase', 'old-1', 'sent', 0, 0)")
         conn.execute("INSERT INTO capi_schema (version) VALUES (2)")
     with open_ledger(pg_url) as ledger:
-        new, already = ledger.store_referrals([
+        new, already = ledger.referrals.store_referrals([
             {"channel": "whatsapp", "ctwa_clid": "ARAkLater", "business_id": "W1", "phone_number_id": "P1",
              "message_id": "wamid.OLD", "timestamp": "1970-01-01T00:01:40Z", "kind": "message", "origin": "new:1"},
             {"channel": "whatsapp", "ctwa_clid": "ARAkOther", "business_id": "W2", "phone_number_id": "P2",
              "message_id": "wamid.OLD", "timestamp": "1970-01-01T00:01:40Z", "kind": "message", "origin": "new:2"},
         ])
         assert (new, already) == (1, 1)
-        rows = ledger.list_referrals()
+        rows = ledger.referrals.list_referrals()
         assert ledger.state_of("1", "Purchase", "old-1") == "sent"
     assert sorted((r["business_id"], r["ctwa_clid"], r["origin"]) for r in rows) == [
         ("W1", "ARAkLater", "old:1"),  # merged into the stored row (its key rewritten), which keeps its origin

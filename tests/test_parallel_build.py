@@ -114,7 +114,7 @@ def _prepare_ledger(home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
     with Ledger.open(home / "ledger.sqlite3") as ledger:
         stamp = datetime.fromtimestamp(NOW - 2 * 24 * HOUR, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        ledger.store_referrals([{
+        ledger.referrals.store_referrals([{
             "channel": "whatsapp", "ctwa_clid": "CLID-STORED", "ad_id": "ad-1", "source_type": "ad",
             "source_url": None, "ref": None, "user_id": "905321234567", "wa_id": "905321234567", "bsuid": None,
             "business_id": WABA, "phone_number_id": None, "message_id": "wamid.1", "timestamp": stamp,
@@ -178,7 +178,7 @@ def _items(paths: list[Path], home: Path, **options: Any) -> list[tuple[Any, ...
     with Ledger.open(settings.ledger) as ledger:
         skip = ledger_skip(ledger, DATASET)
         found = []
-        for item in iter_events(paths, settings, BuildOptions(now=NOW, **options), referrals=ledger, skip=skip):
+        for item in iter_events(paths, settings, BuildOptions(now=NOW, **options), referrals=ledger.referrals, skip=skip):
             if isinstance(item, BuiltEvent):
                 found.append(("event", item.event_name, item.event_id, item.event_time, item.line, item.record,
                               item.attributed, item.payload_json, item.payload_hash, item.payload))

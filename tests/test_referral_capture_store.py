@@ -175,14 +175,14 @@ def test_an_older_ledger_is_migrated_and_its_referrals_keep_matching(tmp_path: P
         )
         conn.execute("PRAGMA user_version = 2")
     with Ledger.open(path) as ledger:
-        new, already = ledger.store_referrals([
+        new, already = ledger.referrals.store_referrals([
             {"channel": "whatsapp", "ctwa_clid": "ARAkLater", "business_id": "W1", "phone_number_id": "P1",
              "message_id": "wamid.OLD", "timestamp": "1970-01-01T00:01:40Z", "kind": "message", "origin": "new:1"},
             {"channel": "whatsapp", "ctwa_clid": "ARAkOther", "business_id": "W2", "phone_number_id": "P2",
              "message_id": "wamid.OLD", "timestamp": "1970-01-01T00:01:40Z", "kind": "message", "origin": "new:2"},
         ])
         assert (new, already) == (1, 1)
-        rows = ledger.list_referrals()
+        rows = ledger.referrals.list_referrals()
     assert sorted((r["business_id"], r["ctwa_clid"], r["origin"]) for r in rows) == [
         ("W1", "ARAkLater", "old:1"),  # merged into the stored row, which keeps its origin
         ("W2", "ARAkOther", "new:2"),

@@ -150,11 +150,11 @@ def test_batched_join_builds_what_the_one_by_one_reference_builds(
         random.Random(seed).shuffle(shuffled)  # stored in any order, over several runs
         with Ledger.open(home / "ledger.sqlite3") as ledger:
             for n in range(runs):
-                ledger.store_referrals(shuffled[n::runs])
+                ledger.referrals.store_referrals(shuffled[n::runs])
         path = home / "orders.csv"
         _write_orders(path, rows)
         with Ledger.open(home / "ledger.sqlite3") as ledger:
-            batched = _built(path, home, ledger, window_days)
+            batched = _built(path, home, ledger.referrals, window_days)
         one_by_one = _built(path, home, OneByOne(history), window_days)
     assert batched == one_by_one
 
@@ -168,8 +168,8 @@ def test_latest_whatsapp_referrals_match_one_question_at_a_time(history, asks, w
     reference = OneByOne(history)
     questions = [(users, NOW - hours * HOUR) for users, hours in asks]
     with tempfile.TemporaryDirectory() as tmp, Ledger.open(Path(tmp) / "ledger.sqlite3") as ledger:
-        ledger.store_referrals(history)
-        answers = ledger.latest_whatsapp_referrals(questions, window)
+        ledger.referrals.store_referrals(history)
+        answers = ledger.referrals.latest_whatsapp_referrals(questions, window)
     expected = []
     for users, at in questions:
         found = next((f for f in (reference.latest_whatsapp_referral(u, at, window) for u in users) if f), None)
@@ -196,10 +196,10 @@ def _built_counting_lookups(
 ) -> tuple[list[tuple[Any, ...]], list[str]]:
     """`_built` of `path` with `history` stored, and the statements that read the referrals."""
     with Ledger.open(home / "ledger.sqlite3") as ledger:
-        ledger.store_referrals(history)
+        ledger.referrals.store_referrals(history)
         statements: list[str] = []
         ledger._conn.set_trace_callback(statements.append)
-        built = _built(path, home, ledger, 7)
+        built = _built(path, home, ledger.referrals, 7)
     return built, [s for s in statements if "FROM referrals" in s]
 
 
@@ -211,10 +211,10 @@ def test_a_ledger_from_before_the_customer_index_is_migrated_and_joins(tmp_path:
             conn.executescript(script)
         conn.execute(f"PRAGMA user_version = {index}")
     with Ledger.open(path) as ledger:
-        ledger.store_referrals([{"channel": "whatsapp", "ctwa_clid": "CLID-1", "wa_id": "919876543210",
-                                 "user_id": "919876543210", "business_id": WABA, "message_id": "wamid.1",
-                                 "timestamp": _iso(NOW - HOUR)}])
-        found = ledger.latest_whatsapp_referral("+91 98765 43210", NOW, 86400)
+        ledger.referrals.store_referrals([{"channel": "whatsapp", "ctwa_clid": "CLID-1", "wa_id": "919876543210",
+                                           "user_id": "919876543210", "business_id": WABA, "message_id": "wamid.1",
+                                           "timestamp": _iso(NOW - HOUR)}])
+        found = ledger.referrals.latest_whatsapp_referral("+91 98765 43210", NOW, 86400)
         plan = ledger._conn.execute(
             "EXPLAIN QUERY PLAN SELECT ts FROM referrals WHERE user_key IN ('a', 'b') AND channel = 'whatsapp' "
             "AND ts BETWEEN 1 AND 2").fetchall()
@@ -251,5 +251,5 @@ def test_the_join_reads_the_ledger_through_a_memory_map(tmp_path: Path) -> None:
     (a page the OS holds is read in place), not only SQLite's page cache."""
     with Ledger.open(tmp_path / "ledger.sqlite3") as ledger:
         assert ledger._conn.execute("PRAGMA mmap_size").fetchone()[0] == 0  # not for every command
-        ledger.latest_whatsapp_referrals([(("919876543210",), NOW)], 86400)
+        ledger.referrals.latest_whatsapp_referrals([(("919876543210",), NOW)], 86400)
         assert ledger._conn.execute("PRAGMA mmap_size").fetchone()[0] >= 1 << 28

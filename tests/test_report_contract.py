@@ -35,9 +35,9 @@ RUN = {"run_id", "started_at", "ended_at", "dataset_id", "inputs", "read", "inva
 def ledger_with_one_of_each(capi_home: Path) -> None:
     now = int(time.time())
     with Ledger.open(capi_home / "ledger.sqlite3") as ledger:
-        ledger.store_referrals([{"channel": "whatsapp", "ctwa_clid": "ARAkC1", "ad_id": "120", "source_type": "ad",
-                                 "headline": "Ad", "source_url": "https://fb.me/x", "wa_id": "905321234567",
-                                 "message_id": "wamid.1", "timestamp": now - 60}])
+        ledger.referrals.store_referrals([{"channel": "whatsapp", "ctwa_clid": "ARAkC1", "ad_id": "120", "source_type": "ad",
+                                           "headline": "Ad", "source_url": "https://fb.me/x", "wa_id": "905321234567",
+                                           "message_id": "wamid.1", "timestamp": now - 60}])
         facts = EventFacts("whatsapp", 10.0, "TRY", False, "em,ph", "ARAkC1")
         ledger.begin_batch("1", "b1", [PendingEvent("Purchase", "e1", now - 30, "f.csv", 2, "h", facts=facts)])
         ledger.settle("1", "b1", [("Purchase", "e1")], "sent")

@@ -89,7 +89,7 @@ def extract_referral(
     def referrals() -> Iterator[dict[str, Any]]:
         nonlocal shown
         for item in extract_and_store(
-            paths, report, sink=ledger, app_secret=app_secret, channel=channel.value if channel else None,
+            paths, report, sink=ledger.referrals if ledger is not None else None, app_secret=app_secret, channel=channel.value if channel else None,
             require_valid_signature=require_valid_signature, all_referrals=all_referrals,
             stdin=getattr(sys.stdin, "buffer", None) if "-" in paths else None,
         ):

@@ -50,7 +50,7 @@ def list_cmd(
 
         since_seconds = parse_when(since, time.time(), timezone_named(settings(ctx).timezone), "--since")
     with open_ledger(settings(ctx).ledger) as ledger:
-        records = ledger.list_referrals(channel=channel, since=since_seconds, user=user, limit=limit)
+        records = ledger.referrals.list_referrals(channel=channel, since=since_seconds, user=user, limit=limit)
     render(records, fmt, REFERRAL_COLUMNS, TABLE_COLUMNS)
     info(ctx, f"{len(records)} referral(s)")
 
@@ -71,13 +71,13 @@ def lookup_cmd(
         raise UsageError("USER_ID is empty: give a phone number, BSUID, PSID or IGSID")
     config = settings(ctx)
     with open_ledger(config.ledger) as ledger:
-        records = ledger.lookup_referrals(user_id)
+        records = ledger.referrals.lookup_referrals(user_id)
         # A phone as `validate` reads it (default_country for numbers without a country code), so
         # a lookup finds what the join finds; the input as typed is still looked up (PSID, BSUID).
         phone = _phone_as_validate_reads_it(user_id, config.default_country)
         if phone is not None:
             seen = {(r["channel"], r["message_id"], r["origin"]) for r in records}
-            more = [r for r in ledger.lookup_referrals(phone) if (r["channel"], r["message_id"], r["origin"]) not in seen]
+            more = [r for r in ledger.referrals.lookup_referrals(phone) if (r["channel"], r["message_id"], r["origin"]) not in seen]
             if more:
                 records = sorted([*records, *more], key=lambda r: r["timestamp"] or "", reverse=True)
     render(records, fmt, REFERRAL_COLUMNS, TABLE_COLUMNS)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from capi_cli.config import Settings
 from capi_cli.delivery.engine import DeliveryOptions, DeliveryProgress, DeliverySummary, deliver, ledger_skip
@@ -21,6 +21,9 @@ from capi_cli.events.pipeline import BuildOptions, BuiltEvent, Problem, iter_eve
 from capi_cli.events.shard import Shard
 from capi_cli.events.validate import UNATTRIBUTED, all_unattributed_warning
 from capi_cli.ledger import LedgerState, LedgerStore, open_ledger
+
+if TYPE_CHECKING:
+    from capi_cli.ledger.referrals import ReferralStore
 
 
 @dataclass
@@ -149,8 +152,9 @@ def run_send(
     )
 
     def run_with(ledger: LedgerStore | None, client: Any) -> SendReport:
-        if request.strict and _has_errors(settings, request, ledger):
-            return _strict_blocked(settings, request, ledger, keep, report_problems, error_records)
+        referrals = ledger.referrals if ledger is not None else None
+        if request.strict and _has_errors(settings, request, referrals):
+            return _strict_blocked(settings, request, referrals, keep, report_problems, error_records)
         return _run(settings, request, ledger, client, dataset_id, options, keep, error_records,
                     report_problems, progress, stop)
 
@@ -198,7 +202,7 @@ def _record_run(
     )
 
 
-def _has_errors(settings: Settings, request: SendRequest, referrals: LedgerStore | None) -> bool:
+def _has_errors(settings: Settings, request: SendRequest, referrals: ReferralStore | None) -> bool:
     """The --strict pre-check: the same pipeline, the same stored referrals as the send itself."""
     if any(name == "-" for name in request.files):
         raise UsageError("--strict reads the input twice and cannot be used with stdin (-)")
@@ -215,7 +219,7 @@ def _has_errors(settings: Settings, request: SendRequest, referrals: LedgerStore
 def _strict_blocked(
     settings: Settings,
     request: SendRequest,
-    referrals: LedgerStore | None,
+    referrals: ReferralStore | None,
     keep: Callable[[Problem], None],
     report_problems: list[Problem],
     error_records: set[tuple[str, int | None]],
@@ -253,7 +257,8 @@ def _run(
     summary = DeliverySummary(dry_run=request.dry_run)  # the run's counts: every counter adds to it
     skip = (ledger_skip(ledger, dataset_id, shard=request.shard, counts=summary)
             if ledger is not None and has_dataset and not request.resend else None)
-    events = iter_events(request.files, settings, request.build, referrals=ledger, skip=skip)
+    events = iter_events(request.files, settings, request.build,
+                         referrals=ledger.referrals if ledger is not None else None, skip=skip)
     counter = _Counter(events, keep, summary, request.build)
     sink = _write_ndjson(request.output) if request.output is not None else None
     try:

@@ -40,8 +40,6 @@ class BatchedJoin:
 
     def __init__(self, store: BatchStore) -> None:
         self.store = store
-        # Worker processes open the ledger themselves, by its path (events.parallel).
-        self.path = getattr(store, "path", None)
         self._latest: dict[tuple[str, int], dict[str, Any] | None] = {}
         self._window: int | None = None
         self._accounts: dict[tuple[str, str], str | None] = {}

@@ -142,12 +142,13 @@ def referral_store(settings: Any) -> Any:
 
 def validate_files(paths: Iterable[str | Path], settings: Any, options: BuildOptions) -> ValidationReport:
     """`capi validate`: every check `send` runs, with the same stored referrals, nothing sent."""
-    referrals = referral_store(settings)
+    ledger = referral_store(settings)
     try:
-        report = collect(iter_events(paths, settings, options, referrals=referrals))
+        report = collect(iter_events(paths, settings, options,
+                                     referrals=ledger.referrals if ledger is not None else None))
     finally:
-        if referrals is not None:
-            referrals.close()
+        if ledger is not None:
+            ledger.close()
     report.tally.filtered = options.filtered
     return report
 

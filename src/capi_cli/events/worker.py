@@ -86,7 +86,7 @@ class _Worker:
 
         from capi_cli.events.join import batched
 
-        referrals = batched(ledger(config["referrals"])) if config.get("referrals") else None
+        referrals = batched(ledger(config["referrals"]).referrals) if config.get("referrals") else None
         sent = config.get("sent")
         self.sent_among: Callable[[list[tuple[str, str]]], set[tuple[str, str]]] | None = None
         if sent:

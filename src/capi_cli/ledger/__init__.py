@@ -4,7 +4,8 @@
 (LedgerRef) and `open_ledger`; `store` the SQLite backend (single-sender lock), `postgres` the
 PostgreSQL backend (claims, run registry); `queries` the event queries both share, `schema` the
 states, columns and the ordered migrations of both; `files` creates and checks the SQLite file;
-`referrals` the referral half (`pg_referrals` its storing steps on PostgreSQL); `facts` the report
+`referrals` the referral store each ledger holds as `ledger.referrals` (`pg_referrals` its
+storing steps on PostgreSQL); `facts` the report
 facts and runs of both; `copy` moves a SQLite ledger to PostgreSQL; `location` tells a URL from a
 path and masks its password.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from capi_cli.ledger.referrals import MERGE_SQL
+from capi_cli.ledger.referrals import MERGE_SQL, ReferralStore
 
 # The stored columns in the order of store_referrals' rows.
 _STORED = (
@@ -45,8 +45,9 @@ def _postgres_named(sql: str) -> str:
 MERGE = _postgres_named(MERGE_SQL)
 
 
-class PostgresReferrals:
-    """The PostgreSQL forms of ReferralStore's storing steps (a mixin placed before it)."""
+class PostgresReferrals(ReferralStore):
+    """The PostgreSQL ledger's referral store: ReferralStore with its storing steps in PostgreSQL's
+    dialect."""
 
     def _insert_referrals(self, conn: Any, rows: list[tuple[Any, ...]]) -> int:
         """Insert the rows not stored yet (a copy stored already, or twice in `rows`, is skipped

@@ -32,7 +32,6 @@ from capi_cli.ledger.pg_readahead import ReadAhead
 from capi_cli.ledger.pg_referrals import PostgresReferrals
 from capi_cli.ledger.pg_sql import TranslatingConnection, connect, error, text_array
 from capi_cli.ledger.queries import EventQueries, ids_by_name
-from capi_cli.ledger.referrals import ReferralStore
 from capi_cli.ledger.schema import MIGRATIONS, EventKey, LedgerState, PendingEvent, postgres_sql, split_sql
 
 # pg_advisory_xact_lock key under which migrations run, so two hosts starting at once migrate once.
@@ -62,12 +61,12 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
+class PostgresLedger(EventQueries, RunStore):
     """The `postgres` backend of LedgerStore. The main connection holds the run's registration
     and liveness lock; a reader serves the lookups made while batches are claimed and settled,
     each sending thread on a connection of its own (so batches do not wait for each other).
-    Referrals, report facts and runs are SQLite's code (ReferralStore, RunStore, ledger.facts)
-    through the translation, but for storing referrals (PostgresReferrals)."""
+    Its referral store (`referrals`), report facts and runs are SQLite's code (ReferralStore,
+    RunStore, ledger.facts) through the translation, but for storing referrals (PostgresReferrals)."""
 
     def __init__(self, raw: Any, url: str, *, one_connection: bool = False) -> None:
         self.url = url
@@ -86,6 +85,7 @@ class PostgresLedger(EventQueries, PostgresReferrals, ReferralStore, RunStore):
         self._claimed_since_analyze = 0
         self._read_ahead = ReadAhead()
         self._analyze_at = _ANALYZE_AFTER
+        self.referrals = PostgresReferrals(self._conn, self._lock, self._tx, self._errors, self.ref)
 
     @property
     def ref(self) -> LedgerRef:

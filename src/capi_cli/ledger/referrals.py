@@ -10,12 +10,15 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capi_cli.ledger.schema import JOIN_MMAP_BYTES, REFERRAL_COLUMNS, SEND_CACHE_KIB, SQL_CHUNK
+
+if TYPE_CHECKING:
+    from capi_cli.ledger.location import LedgerRef
 
 # The stored columns of REFERRAL_COLUMNS, in its order (`ts` is the record's `timestamp`).
 _COLUMNS = (
@@ -67,17 +70,25 @@ def parse_iso_z(value: Any) -> int | None:
 
 
 class ReferralStore:
-    """The referral half of Ledger (a mixin: it uses the Ledger's connection, lock and transactions)."""
+    """The referral half of a ledger, held by it as `ledger.referrals` (both backends): it works
+    on the ledger's connection, under its lock, in its transactions and with its errors, all
+    given when the ledger makes it. `ref` is the ledger's, so a worker process can open the same
+    ledger and take its referral store."""
 
-    _conn: Any  # sqlite3.Connection, or PostgreSQL's TranslatingConnection
-    _lock: threading.RLock
-    _cache_enlarged = False  # the connection's page cache (_large_cache)
-
-    def _tx(self) -> AbstractContextManager[Any]:
-        raise NotImplementedError
-
-    def _errors(self) -> AbstractContextManager[None]:
-        raise NotImplementedError
+    def __init__(
+        self,
+        conn: Any,  # sqlite3.Connection, or PostgreSQL's TranslatingConnection
+        lock: threading.RLock,
+        tx: Callable[[], AbstractContextManager[Any]],
+        errors: Callable[[], AbstractContextManager[None]],
+        ref: LedgerRef,
+    ) -> None:
+        self._conn = conn
+        self._lock = lock
+        self._tx = tx
+        self._errors = errors
+        self.ref = ref
+        self._cache_enlarged = False  # the connection's page cache (_large_cache)
 
     # -- referrals -------------------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ _NEAR_MIN_KEYS = 32
 _NEAR_SLACK = 64
 
 
-class Ledger(EventQueries, ReferralStore, RunStore):
+class Ledger(EventQueries, RunStore):
     """One SQLite database per home (the `sqlite` backend of ledger.types.LedgerStore).
     Thread-safe: writes are serialized by one lock. One sender at a time: `sender()` is the lock."""
 
@@ -74,6 +74,7 @@ class Ledger(EventQueries, ReferralStore, RunStore):
         self._reader_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._wal_at_open = Path(f"{path}-wal").exists()  # before SQLite opens (and creates) it
+        self.referrals = ReferralStore(conn, self._lock, self._tx, self._errors, self.ref)
 
     # -- opening -------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from capi_cli.ledger.location import LedgerRef
+from capi_cli.ledger.referrals import ReferralStore
 from capi_cli.ledger.schema import EventKey, LedgerState, PendingEvent
 
 __all__ = ["LedgerRef", "LedgerStore", "open_ledger"]
@@ -112,27 +113,11 @@ class LedgerStore(Protocol):
     def prune(self, older_than_seconds: float, state: str | None = None) -> int: ...
 
     # -- referrals -----------------------------------------------------------------------------
-    def store_referrals(self, records: Iterable[Mapping[str, Any]]) -> tuple[int, int]: ...
-
-    def list_referrals(
-        self, channel: str | None = None, since: float | None = None, user: str | None = None,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]: ...
-
-    def lookup_referrals(self, user_id: str) -> list[dict[str, Any]]: ...
-
-    def latest_whatsapp_referral(self, user: str, at: int, window_seconds: int) -> dict[str, Any] | None: ...
-
-    def account_for_user(self, channel: str, user_id: str) -> str | None: ...
-
-    def latest_whatsapp_referrals(
-        self, asks: Sequence[tuple[Sequence[str], int]], window_seconds: int,
-        digests: Mapping[str, str] | None = None,
-    ) -> list[dict[str, Any] | None]:
-        """The join for many orders at once (ledger.referrals): one indexed lookup per chunk."""
+    @property
+    def referrals(self) -> ReferralStore:
+        """The referral half (ledger.referrals): stored by `extract-referral`, read by the join,
+        listed by `capi referrals`; on this ledger's connection."""
         ...
-
-    def accounts_for_users(self, channel: str, users: Sequence[str]) -> dict[str, str]: ...
 
     # -- report facts and runs (capi report) ---------------------------------------------------
     def record_run(
