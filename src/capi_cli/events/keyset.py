@@ -48,8 +48,9 @@ class KeySet:
             slot = (slot + 1) & mask
 
     def add_all(self, keys: list[str]) -> list[int]:
-        """`add` of each key, in order: the positions of those that were already there (add in a
-        loop of its own, for the million keys of a re-run)."""
+        """`add` of each key, in order: the positions of those that were already there. The probe
+        is add's, written out again in this loop: a call of add per key cost a re-run of a million
+        sent rows a call each, and add itself is on every row's path."""
         found_at: list[int] = []
         table, mask = self._table, self._mask
         for position, key in enumerate(keys):
