@@ -41,6 +41,10 @@ _DEADLOCK_RETRIES = 5
 # an "empty" table filters 40,000 rows instead of probing the key (50 ms instead of 2): a send
 # analyzes when its claims since the last ANALYZE reach this many, or the rows analyzed then.
 _ANALYZE_AFTER = 10_000
+# What a send's own lookups, window reads, claims and settles filter on: the ANALYZE made while a
+# send claims (the growing table) reads these columns' statistics only (81 ms instead of 200 at
+# 100,000 rows, four times in such a send); the one at a run's start and end takes them all.
+_SEND_COLUMNS = "id, dataset_id, event_name, event_id, state, run_id"
 _GONE = "the run that sent this batch ended before Meta's answer was recorded"
 # The report facts a claim writes (a re-claim refreshes them, as SQLite's begin_batch does), in
 # fact_columns' order.
@@ -224,7 +228,7 @@ class PostgresLedger(EventQueries, RunStore):
                 self._analyze_at = max(self._analyze_at * 2, _ANALYZE_AFTER)
                 self._claimed_since_analyze = 0
         if due:
-            raw.execute("ANALYZE events")
+            raw.execute(f"ANALYZE events ({_SEND_COLUMNS})")
 
     def count(self, state: LedgerState | str, dataset_id: str | None = None) -> int:
         """EventQueries.count on the main connection: asked once at the end of a send, whose reads
