@@ -16,7 +16,7 @@ from typing import Any
 
 from capi_cli.ledger.schema import EventKey
 
-WINDOW = 8192  # the first window's rows; each window after it twice the last, up to MAX_WINDOW
+WINDOW = 32768  # the first window's rows (~3 MB of ids); each window after it twice the last, up to MAX_WINDOW
 MAX_WINDOW = 65536  # ~10 MB of keys held at most
 
 
