@@ -91,3 +91,26 @@ def test_a_run_that_sends_nothing_loads_neither_httpx_nor_phonenumbers() -> None
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == ["[]", "True"]
+
+
+def test_a_postgresql_ledger_without_its_driver_is_one_line_even_with_workers(tmp_path: Path) -> None:
+    """CAPI_LEDGER names a PostgreSQL server but psycopg is not installed: the command, which
+    imports the driver before it forks its workers, still ends with the one-line setup error
+    (exit 3), not the import's traceback; the password is not shown."""
+    import os
+
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "psycopg.py").write_text("raise ImportError('no psycopg in this environment')\n")
+    source = tmp_path / "orders.csv"
+    source.write_text("event_name,event_time,order_id,ctwa_clid,whatsapp_business_account_id,value,currency\n"
+                      + "".join(f"Purchase,1767484800,o-{i},ARAkClid{i},104996122399160,9.5,USD\n" for i in range(50)))
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(stub), src)), "CAPI_HOME": str(tmp_path / "home"),
+           "CAPI_WORKERS": "2", "CAPI_DATASET_ID": "1", "CAPI_ACCESS_TOKEN": "t",
+           "CAPI_LEDGER": "postgresql://capi:Secret-pw@127.0.0.1:9/capi"}
+    done = subprocess.run([sys.executable, "-m", "capi_cli", "send", "--file", str(source), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "capi: error: ledger: a PostgreSQL ledger needs the psycopg driver: pip install 'capi-cli[postgres]'"]

@@ -44,7 +44,10 @@ def import_driver() -> None:
     from capi_cli.ledger.location import is_postgres
 
     if is_postgres(os.environ.get("CAPI_LEDGER", "")):
-        import psycopg  # noqa: F401
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            pass  # not installed: the command's own connection says so, in one line (exit 3)
 
 
 def early_connection() -> tuple[str, Any] | None:
