@@ -116,6 +116,17 @@ def test_unknown_command_is_usage_error(runner) -> None:
     assert runner.invoke(app, ["sned"]).exit_code == 2
 
 
+@pytest.mark.parametrize("args", [[], ["ledger"], ["config"], ["referrals"]])
+def test_a_group_given_no_command_shows_its_help(args: list[str]) -> None:
+    """No command is no mistyped option: the group's help, on stderr, exit 2 (as Typer has it)."""
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Usage: capi {' '.join(args)}".rstrip() + " [OPTIONS] COMMAND")
+    assert "capi: error" not in result.stderr and "Commands" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 import typer
-from typer._click.exceptions import UsageError
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
 from capi_cli import __version__
@@ -35,6 +35,8 @@ class CapiGroup(TyperGroup):
             args = _hoist_global_options(args)
         try:
             return super().parse_args(ctx, args)
+        except NoArgsIsHelpError:  # `capi` alone: its help, as Typer shows it
+            raise
         except UsageError as exc:  # a root option wrong (`capi --bogus`)
             raise typer.Exit(_usage_error(exc)) from None
 
@@ -46,6 +48,8 @@ class CapiGroup(TyperGroup):
         except CapiError as exc:
             report_error(exc)
             raise typer.Exit(int(exc.exit_code)) from None
+        except NoArgsIsHelpError:  # a command group given no command (`capi ledger`): its help
+            raise
         except UsageError as exc:  # a command's option or value wrong, or no such command
             raise typer.Exit(_usage_error(exc)) from None
         except KeyboardInterrupt:
