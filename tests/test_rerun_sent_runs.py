@@ -210,3 +210,32 @@ def test_stretches_of_skipped_records_in_a_mixed_chunk_keep_their_place(
     assert len([item for item in items if isinstance(item, BuiltEvent)]) <= 10
     assert limited.skipped == 20  # the sent ones among the first 30 rows, not one more
     ledger.close()
+
+
+def test_expected_records_never_reads_a_pipe(tmp_path: Path) -> None:
+    """A named pipe or <(gunzip -c ...) given as a CSV: sampling it would take its first lines
+    from the reader. It is left alone (no estimate), and every row still reaches the pipeline."""
+    import threading
+
+    fifo = tmp_path / "orders.csv"
+    os.mkfifo(fifo)
+    rows = [HEADER, *(_row(f"o-{i}") for i in range(300))]
+
+    def feed() -> None:
+        with open(fifo, "w") as out:
+            out.write("\n".join(rows) + "\n")
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        assert expected_records([fifo], "csv") == 0
+        writer.join(timeout=0.3)
+        assert writer.is_alive(), "the pipe was opened and read before the reader"
+        from capi_cli.events.readers import read_records
+
+        assert len(list(read_records(fifo, "csv"))) == 300
+    finally:
+        if writer.is_alive():  # nothing read it: let the writer finish
+            with open(fifo) as drain:
+                drain.read()
+        writer.join(timeout=10)

@@ -104,6 +104,8 @@ def expected_records(paths: Sequence[str | Path], input_format: str | None = Non
         if str(path) == "-" or format_for(path, input_format) not in ("csv", "tsv", "ndjson"):
             continue
         try:
+            if not os.path.isfile(path):  # a pipe (<(gunzip -c ...)) is read once, by the reader alone
+                continue
             size = os.path.getsize(path)
             with open(path, "rb") as stream:
                 sample = stream.read(_SAMPLE_BYTES)
