@@ -404,3 +404,34 @@ def test_workers_started_early_are_stopped_when_the_command_fails_first(
     assert result.exit_code == 2, result.output
     assert len(spawned) == 2
     assert module._warm == [] and all(proc.poll() is not None for proc in spawned)
+
+
+def _forked_child(seconds: float, code: int) -> Any:
+    """A _Forked handle on a child that sleeps, then exits with `code` (no worker loop in it)."""
+    from capi_cli.events.parallel import _Forked
+
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(seconds)
+        os._exit(code)
+    child = _Forked.__new__(_Forked)
+    child.pid, child.returncode, child.args = pid, None, "a test child"
+    return child
+
+
+def test_waiting_for_a_forked_worker_sees_its_exit_and_keeps_its_timeout() -> None:
+    """The command waits for a forked worker's exit on a pidfd (woken at the exit), then polls: its
+    exit code comes back, and a timeout bounds the whole wait, not each way of waiting."""
+    quick = _forked_child(0.05, 3)
+    started = time.monotonic()
+    assert quick.wait(timeout=5) == 3
+    assert time.monotonic() - started < 0.5
+    slow = _forked_child(3, 0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(subprocess.TimeoutExpired):
+            slow.wait(timeout=0.3)
+        assert 0.29 <= time.monotonic() - started < 0.55
+    finally:
+        slow.kill()
+        assert slow.wait(timeout=5) == -signal.SIGKILL
